@@ -1,0 +1,337 @@
+"""Configuration: YAML with ``${VAR}`` / ``${VAR:-default}`` interpolation, checked by pydantic.
+
+``load_config(path)`` reads the file, interpolates environment variables into string values,
+and validates the result against :class:`Settings`. Any problem — a missing file, bad YAML, an
+unknown key, a wrong type, an unset environment variable — raises :class:`ConfigError` with a
+message that names the file, the line, the key, what is wrong and how to fix it. Secrets are
+``SecretStr``: their repr is ``**********`` and they are registered with
+:func:`connector.errors.register_secret` so no log line or error message can show them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import ValidationError as PydanticValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from connector.errors import ConfigError, register_secret
+
+DEFAULT_CONFIG_PATH = "config.yaml"
+CONFIG_ENV_VAR = "CONNECTOR_CONFIG"
+
+Tier = Literal["free", "starter", "professional", "enterprise"]
+Direction = Literal["bidirectional", "hubspot_to_brevo", "brevo_to_hubspot"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OAuthSettings(_Section):
+    """OAuth 2.0 for a HubSpot app installed with the authorization-code flow."""
+
+    client_id: str
+    client_secret: SecretStr
+    refresh_token: SecretStr
+    token_path: str = "/oauth/2026-03/token"
+    refresh_margin_seconds: int = Field(default=300, ge=0)
+
+
+class HubSpotSyncSwitches(_Section):
+    contacts: bool = True
+    companies: bool = False
+    deals: bool = False
+    tickets: bool = False
+    engagements: bool = False
+
+
+class HubSpotLists(_Section):
+    """Brevo list ids that lifecycle stages move contacts into."""
+
+    all_contacts: int | None = None
+    qualified_leads: int | None = None
+    customers: int | None = None
+
+    def ids(self) -> dict[str, int]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class HubSpotSettings(_Section):
+    enabled: bool = True
+    base_url: str = "https://api.hubapi.com"
+    api_version: str = "2026-09"
+    access_token: SecretStr | None = None
+    oauth: OAuthSettings | None = None
+    app_client_secret: SecretStr | None = None
+    tier: Tier = "professional"
+    api_limit_increase: bool = False
+    sync: HubSpotSyncSwitches = HubSpotSyncSwitches()
+    direction: Direction = "bidirectional"
+    lists: HubSpotLists = HubSpotLists()
+    debug: bool = False
+    log_level: LogLevel = "info"
+    log_webhooks: bool = False
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    max_retries: int = Field(default=6, ge=0, le=20)
+
+    @field_validator("api_version")
+    @classmethod
+    def _date_version(cls, v: str) -> str:
+        if not re.fullmatch(r"\d{4}-(03|09)", v):
+            raise ValueError(
+                "HubSpot's API versions are dated YYYY-03 or YYYY-09 (for example 2026-09)"
+            )
+        return v
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip_slash(cls, v: str) -> str:
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> HubSpotSettings:
+        if not self.enabled:
+            return self
+        if self.access_token is None and self.oauth is None:
+            raise ValueError(
+                "give either access_token (a Service Key, a project app's static token or a "
+                "legacy private-app token) or an oauth: block (client_id, client_secret, "
+                "refresh_token)"
+            )
+        if self.access_token is not None and self.oauth is not None:
+            raise ValueError("give access_token or oauth, not both")
+        return self
+
+
+class BrevoSettings(_Section):
+    enabled: bool = True
+    base_url: str = "https://api.brevo.com/v3"
+    api_key: SecretStr | None = None
+    plan: Literal["general", "advanced"] = "general"
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    max_retries: int = Field(default=6, ge=0, le=20)
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip_slash(cls, v: str) -> str:
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _key_needed(self) -> BrevoSettings:
+        if self.enabled and self.api_key is None:
+            raise ValueError("api_key is required: create one in Brevo under SMTP & API → API keys")
+        return self
+
+
+class Connectors(_Section):
+    hubspot: HubSpotSettings
+    brevo: BrevoSettings
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite:///connector.db"
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, v: str) -> str:
+        if not re.match(r"^(sqlite(\+aiosqlite)?|postgresql(\+psycopg)?)://", v):
+            raise ValueError(
+                "use sqlite:///path/to/connector.db or postgresql+psycopg://user@host/dbname"
+            )
+        return v
+
+
+class LoggingSettings(_Section):
+    level: LogLevel = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+    log_emails: bool = False
+
+
+class Settings(BaseSettings):
+    """The whole configuration file."""
+
+    model_config = SettingsConfigDict(extra="forbid", frozen=True)
+
+    connectors: Connectors
+    database: DatabaseSettings = DatabaseSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+    def secrets(self) -> list[str]:
+        hs, br = self.connectors.hubspot, self.connectors.brevo
+        found: list[SecretStr | None] = [hs.access_token, hs.app_client_secret, br.api_key]
+        if hs.oauth:
+            found += [hs.oauth.client_secret, hs.oauth.refresh_token]
+        return [s.get_secret_value() for s in found if s is not None]
+
+
+# --- interpolation -----------------------------------------------------------------------
+
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _MissingVar(Exception):
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def interpolate(value: str, env: Mapping[str, str]) -> str:
+    """Replace ``${VAR}`` and ``${VAR:-default}``; ``$$`` is a literal ``$``."""
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name, default = m.group(1), m.group(2)
+        got = env.get(name)
+        if got is None or (got == "" and default is not None):
+            if default is None:
+                raise _MissingVar(name)
+            return default
+        return got
+
+    return _VAR.sub(sub, value)
+
+
+def _interpolate_tree(node: Any, env: Mapping[str, str], path: tuple[str, ...]) -> Any:
+    if isinstance(node, dict):
+        return {k: _interpolate_tree(v, env, (*path, str(k))) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_interpolate_tree(v, env, (*path, str(i))) for i, v in enumerate(node)]
+    if isinstance(node, str):
+        try:
+            return interpolate(node, env)
+        except _MissingVar as e:
+            raise _InterpolationError(path, e.name) from None
+    return node
+
+
+class _InterpolationError(Exception):
+    def __init__(self, path: tuple[str, ...], var: str) -> None:
+        self.path = path
+        self.var = var
+
+
+# --- line numbers for messages -------------------------------------------------------------
+
+
+def _line_of(root: yaml.Node | None, path: tuple[str | int, ...]) -> int | None:
+    """The 1-based line of a key path in the YAML document, or the closest parent's."""
+    node = root
+    line: int | None = None
+    for part in path:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if key_node.value == str(part):
+                    line = key_node.start_mark.line + 1
+                    node = value_node
+                    break
+            else:
+                return line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                return line
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _fields_of(model: type[BaseModel], path: tuple[str | int, ...]) -> list[str]:
+    """Known field names at a key path (for "did you mean" hints)."""
+    current: Any = model
+    for part in path:
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        annotation = fields[part].annotation
+        for candidate in getattr(annotation, "__args__", (annotation,)):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                current = candidate
+                break
+        else:
+            return []
+    fields = getattr(current, "model_fields", None)
+    return list(fields) if fields else []
+
+
+def _describe(err: Mapping[str, Any], where: str) -> str:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        parent, name = loc[:-1], str(loc[-1])
+        known = _fields_of(Settings, parent)
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"known keys here: {', '.join(known)}"
+        return f"{where}{key}: unknown key — {hint} Remove or rename it."
+    if kind == "missing":
+        return f"{where}{key}: required key is missing — add it (see config.example.yaml)."
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    got = err.get("input")
+    shown = (
+        "" if got is None or isinstance(got, (dict, list)) or "secret" in key else f" (got {got!r})"
+    )
+    return f"{where}{key}: {msg}{shown} — fix this value in the config file."
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read, interpolate and validate the configuration file.
+
+    ``path`` defaults to ``$CONNECTOR_CONFIG`` or ``./config.yaml``.
+    """
+    env = os.environ if env is None else env
+    cfg_path = Path(path or env.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG_PATH)
+    if not cfg_path.is_file():
+        raise ConfigError(
+            f"{cfg_path}: no such configuration file — copy config.example.yaml to {cfg_path} "
+            f"and edit it, or pass --config PATH (or set {CONFIG_ENV_VAR})."
+        )
+    text = cfg_path.read_text(encoding="utf-8")
+    try:
+        root = yaml.compose(text)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(
+            f"{cfg_path}{at}: not valid YAML ({problem}) — check indentation and quoting."
+        ) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{cfg_path}: the top level must be a mapping with a connectors: key.")
+    try:
+        data = _interpolate_tree(raw, env, ())
+    except _InterpolationError as e:
+        line = _line_of(root, e.path)
+        key = ".".join(e.path)
+        raise ConfigError(
+            f"{cfg_path}:{line}: {key}: environment variable {e.var} is not set — export it, "
+            f"put it in the systemd EnvironmentFile, or write ${{{e.var}:-default}}.",
+            key=key,
+        ) from None
+    try:
+        settings = Settings(**data)
+    except PydanticValidationError as e:
+        lines = []
+        first_key: str | None = None
+        for err in e.errors():
+            loc = tuple(err["loc"])
+            line = _line_of(root, loc)
+            where = f"{cfg_path}:{line}: " if line else f"{cfg_path}: "
+            lines.append(_describe(err, where))
+            first_key = first_key or ".".join(str(p) for p in loc)
+        raise ConfigError("\n".join(lines), key=first_key) from None
+    for secret in settings.secrets():
+        register_secret(secret)
+    return settings

@@ -1,0 +1,250 @@
+"""Database URLs, engines, sessions and the Alembic commands behind ``connector db …``.
+
+SQLite (``sqlite:///state.db``) is the default; PostgreSQL (``postgresql://…``, driven by
+psycopg 3) is for production and for several daemons sharing one database. The daemon uses
+async engines; Alembic runs on a sync engine, so the functions that migrate are synchronous
+(the daemon calls them through ``asyncio.to_thread``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
+from sqlalchemy.pool import NullPool
+
+from connector.errors import StoreError, scrub
+
+_ACCEPTED = "sqlite:///path/to/state.db or postgresql://user:password@host:5432/dbname"
+_SQLITE = frozenset({"sqlite", "sqlite+pysqlite", "sqlite+aiosqlite"})
+_POSTGRES = frozenset({"postgresql", "postgresql+psycopg"})
+
+
+def _parse(url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StoreError(f"database.url is not a database URL; use {_ACCEPTED}") from None
+    if parsed.drivername not in _SQLITE | _POSTGRES:
+        raise StoreError(
+            f"database.url: unsupported database {parsed.drivername!r}; use {_ACCEPTED}"
+        )
+    return parsed
+
+
+def _render(url: URL) -> str:
+    return url.render_as_string(hide_password=False)
+
+
+def is_sqlite(url: str) -> bool:
+    """Whether ``url`` (any accepted form) names a SQLite database."""
+    return _parse(url).drivername in _SQLITE
+
+
+def to_async_url(url: str) -> str:
+    """The async-driver form of ``url``: ``sqlite+aiosqlite://…`` or ``postgresql+psycopg://…``.
+
+    Raises :class:`StoreError` for any other database.
+    """
+    parsed = _parse(url)
+    driver = "sqlite+aiosqlite" if parsed.drivername in _SQLITE else "postgresql+psycopg"
+    return _render(parsed.set(drivername=driver))
+
+
+def to_sync_url(url: str) -> str:
+    """The sync-driver form of ``url``: ``sqlite://…`` or ``postgresql+psycopg://…``.
+
+    psycopg 3 is both sync and async, so PostgreSQL URLs keep the same driver.
+    Raises :class:`StoreError` for any other database.
+    """
+    parsed = _parse(url)
+    driver = "sqlite" if parsed.drivername in _SQLITE else "postgresql+psycopg"
+    return _render(parsed.set(drivername=driver))
+
+
+# --- migrations ----------------------------------------------------------------------------
+
+
+def migrations_dir() -> Path:
+    """The Alembic script directory.
+
+    In a source checkout that is the top-level ``migrations/``; an installed wheel ships the
+    same folder as ``connector/_migrations``.
+    """
+    package = Path(__file__).resolve().parents[1]
+    root = package.parent
+    source = root / "migrations"
+    if (root / "pyproject.toml").is_file() and (source / "env.py").is_file():
+        return source
+    return package / "_migrations"
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """An Alembic config built in code (no ``alembic.ini``): works from any directory.
+
+    ``url`` (any accepted form) is handed to ``migrations/env.py`` as ``attributes['url']``.
+    """
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()).replace("%", "%%"))
+    cfg.set_main_option("path_separator", "os")
+    if url is not None:
+        cfg.attributes["url"] = to_sync_url(url)
+    return cfg
+
+
+def _run_command(url: str, action: str, fn: Any, *args: Any) -> None:
+    try:
+        fn(alembic_config(url), *args)
+    except CommandError as exc:
+        raise StoreError(f"database {action} failed: {exc}") from exc
+    except DBAPIError as exc:
+        raise StoreError(f"database {action} failed: {_describe(exc)}") from exc
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Migrate the database at ``url`` up to ``revision`` (default: the newest)."""
+    _run_command(url, "upgrade", command.upgrade, revision)
+
+
+def downgrade(url: str, revision: str) -> None:
+    """Migrate the database at ``url`` down to ``revision`` (``"base"`` drops every table)."""
+    _run_command(url, "downgrade", command.downgrade, revision)
+
+
+def _current(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def current_revision(url: str) -> str | None:
+    """The revision the database at ``url`` is at; ``None`` if it was never migrated."""
+    engine = sa.create_engine(to_sync_url(url), poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            return _current(connection)
+    except DBAPIError as exc:
+        raise StoreError(f"database.url: cannot read the schema revision: {_describe(exc)}") from exc
+    finally:
+        engine.dispose()
+
+
+def head_revision() -> str:
+    """The newest revision this version of the connector ships."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:  # pragma: no cover - the package always ships 0001
+        raise StoreError(f"no migrations found in {migrations_dir()}")
+    return head
+
+
+# --- engines and sessions ------------------------------------------------------------------
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy, not the driver, decide where transactions begin (see _sqlite_on_begin).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        for pragma in (
+            "journal_mode=WAL",
+            "synchronous=NORMAL",
+            "foreign_keys=ON",
+            "busy_timeout=5000",
+        ):
+            cursor.execute(f"PRAGMA {pragma}")
+    finally:
+        cursor.close()
+
+
+def _sqlite_on_begin(connection: Connection) -> None:
+    # The sqlite3 driver would only BEGIN before the first INSERT/UPDATE/DELETE, leaving the
+    # reads before it outside the transaction; an explicit BEGIN makes the whole unit atomic.
+    connection.exec_driver_sql("BEGIN")
+
+
+def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    """An async engine for ``url`` (any accepted form).
+
+    On SQLite every connection gets ``journal_mode=WAL``, ``synchronous=NORMAL``,
+    ``foreign_keys=ON`` and ``busy_timeout=5000``, and transactions begin with the
+    session's first statement (reads included). ``kwargs`` go to ``create_async_engine``.
+    """
+    async_url = to_async_url(url)
+    kwargs.setdefault("pool_pre_ping", True)
+    engine = _create_async_engine(async_url, **kwargs)
+    if async_url.startswith("sqlite"):
+        event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+        event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
+    return engine
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions on ``engine``; objects stay readable after commit (``expire_on_commit=False``)."""
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+# --- health check --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DbStatus:
+    """What ``connector test`` reports about the database."""
+
+    reachable: bool
+    current: str | None
+    head: str
+    error: str | None = None
+
+    @property
+    def migrated(self) -> bool:
+        """Reachable and at the newest revision."""
+        return self.reachable and self.current == self.head
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        exc = exc.orig
+    text = str(exc).strip().splitlines()
+    return scrub(text[0] if text else type(exc).__name__)
+
+
+async def check(engine: AsyncEngine, timeout: float = 10.0) -> DbStatus:
+    """Connect and read the schema revision; never raises for an unusable database."""
+    head = head_revision()
+    try:
+        async with asyncio.timeout(timeout), engine.connect() as connection:
+            current = await connection.run_sync(_current)
+    except TimeoutError:
+        error = f"no answer within {timeout:g} s"
+        return DbStatus(reachable=False, current=None, head=head, error=error)
+    except (SQLAlchemyError, OSError) as exc:
+        return DbStatus(reachable=False, current=None, head=head, error=_describe(exc))
+    return DbStatus(reachable=True, current=current, head=head)
+
+
+__all__ = [
+    "DbStatus",
+    "alembic_config",
+    "check",
+    "create_engine",
+    "current_revision",
+    "downgrade",
+    "head_revision",
+    "is_sqlite",
+    "migrations_dir",
+    "session_factory",
+    "to_async_url",
+    "to_sync_url",
+    "upgrade",
+]

@@ -1,0 +1,289 @@
+"""SQLAlchemy models of the state database (DESIGN §4).
+
+Alembic owns the schema: a change here needs a new revision under ``migrations/versions/``
+(``tests/test_store_migrations.py`` fails while the two disagree).
+
+Conventions:
+
+- every timestamp is a timezone-aware UTC ``datetime`` (:class:`UTCDateTime` refuses naive
+  values and turns SQLite's naive strings back into aware ones);
+- JSON columns are replaced, not mutated in place (in-place changes are not tracked);
+- string enums are plain ``VARCHAR`` in the database and ``Literal`` types in Python, so a new
+  value needs no migration but mypy still checks the spelling.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+System = Literal["hubspot", "brevo"]
+InboxSource = Literal["hubspot", "brevo", "pull"]
+InboxStatus = Literal["pending", "processing", "done", "failed", "dead"]
+JobStatus = Literal["pending", "running", "succeeded", "failed", "dead"]
+RunKind = Literal["pull", "resync", "worker", "reconcile", "test"]
+RunStatus = Literal["running", "ok", "failed", "interrupted"]
+
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC (the default of every timestamp column)."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """``DateTime(timezone=True)`` that only accepts and only returns aware UTC datetimes.
+
+    SQLite has no time zones: values are stored as UTC wall-clock strings, so ``<`` / ``>``
+    comparisons in SQL stay correct, and are read back with ``tzinfo=UTC``.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value.isoformat()} given; use an aware UTC time")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+#: Autoincrement primary key: BIGINT (BIGSERIAL) on PostgreSQL, INTEGER (the rowid) on SQLite.
+BigIntPK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    """Declarative base: shared metadata with a fixed constraint naming convention."""
+
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {  # noqa: RUF012 - read once by SQLAlchemy at class creation
+        datetime: UTCDateTime(),
+        str: sa.String(),
+        int: sa.Integer(),
+    }
+
+
+class Link(Base):
+    """One synced record pair: the HubSpot id and the Brevo id of the same contact (etc.)."""
+
+    __tablename__ = "links"
+    __table_args__ = (
+        sa.UniqueConstraint("object_type", "hubspot_id"),
+        sa.UniqueConstraint("object_type", "brevo_id"),
+        sa.Index(None, "object_type", "identity_key"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    object_type: Mapped[str]
+    hubspot_id: Mapped[str | None]
+    brevo_id: Mapped[str | None]
+    #: Normalised email (trimmed, lower-case).
+    identity_key: Mapped[str | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    field_states: Mapped[list[FieldState]] = relationship(
+        back_populates="link",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        lazy="raise",
+    )
+
+
+class FieldState(Base):
+    """Sync-origin ledger: per link and field, the hash of the last synced value (merge base)."""
+
+    __tablename__ = "field_state"
+
+    link_id: Mapped[int] = mapped_column(
+        BigIntPK, sa.ForeignKey("links.id", ondelete="CASCADE"), primary_key=True
+    )
+    field: Mapped[str] = mapped_column(primary_key=True)
+    #: Hex SHA-256 of the normalised value.
+    value_hash: Mapped[str]
+    #: The side the value came from.
+    origin: Mapped[System] = mapped_column(sa.String())
+    #: The side the engine wrote it to (its echo will carry this hash), if any.
+    written_to: Mapped[System | None] = mapped_column(sa.String())
+    synced_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    link: Mapped[Link] = relationship(back_populates="field_states", lazy="raise")
+
+
+class Cursor(Base):
+    """Incremental-pull position per system and object type (committed after its records)."""
+
+    __tablename__ = "cursors"
+
+    system: Mapped[System] = mapped_column(sa.String(), primary_key=True)
+    object_type: Mapped[str] = mapped_column(primary_key=True)
+    last_value: Mapped[datetime | None]
+    #: ``hs_object_id`` tie-breaker inside one ``last_value``.
+    last_id: Mapped[str | None]
+    #: Ids already processed whose modification time equals ``last_value``.
+    boundary_ids: Mapped[list[str]] = mapped_column(sa.JSON(), default=list)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class InboxItem(Base):
+    """A webhook event or dirty key waiting to be processed."""
+
+    __tablename__ = "inbox"
+    __table_args__ = (sa.Index(None, "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    source: Mapped[InboxSource] = mapped_column(sa.String())
+    dedup_key: Mapped[str] = mapped_column(unique=True)
+    object_type: Mapped[str]
+    object_id: Mapped[str]
+    event_type: Mapped[str]
+    payload: Mapped[dict[str, Any]] = mapped_column(sa.JSON(), default=dict)
+    status: Mapped[InboxStatus] = mapped_column(
+        sa.String(), default="pending", server_default="pending"
+    )
+    attempts: Mapped[int] = mapped_column(default=0, server_default=sa.text("0"))
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    claimed_by: Mapped[str | None]
+    claimed_until: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(sa.Text())
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Job(Base):
+    """One durable, idempotent post-sync hook step; a succeeded step never runs again."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (sa.Index(None, "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(unique=True)
+    hook: Mapped[str]
+    step: Mapped[str]
+    subject: Mapped[str]
+    status: Mapped[JobStatus] = mapped_column(
+        sa.String(), default="pending", server_default="pending"
+    )
+    attempts: Mapped[int] = mapped_column(default=0, server_default=sa.text("0"))
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    result: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON(none_as_null=True))
+    last_error: Mapped[str | None] = mapped_column(sa.Text())
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Run(Base):
+    """One pull / resync / worker / reconcile pass: what ``status`` and the dashboard show."""
+
+    __tablename__ = "runs"
+    __table_args__ = (sa.Index(None, "kind", "system", "object_type", "started_at"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    kind: Mapped[RunKind] = mapped_column(sa.String())
+    system: Mapped[System | None] = mapped_column(sa.String())
+    object_type: Mapped[str | None]
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    status: Mapped[RunStatus] = mapped_column(
+        sa.String(), default="running", server_default="running"
+    )
+    counts: Mapped[dict[str, int]] = mapped_column(sa.JSON(), default=dict)
+    error: Mapped[str | None] = mapped_column(sa.Text())
+
+
+class DeadLetter(Base):
+    """A record that kept failing (``connector dlq list|retry``); it never blocks the others."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    system: Mapped[System] = mapped_column(sa.String())
+    object_type: Mapped[str]
+    object_id: Mapped[str | None]
+    identity_key: Mapped[str | None]
+    operation: Mapped[str]
+    payload: Mapped[dict[str, Any]] = mapped_column(sa.JSON(), default=dict)
+    error: Mapped[str] = mapped_column(sa.Text())
+    attempts: Mapped[int] = mapped_column(default=0, server_default=sa.text("0"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[datetime | None]
+
+
+class SkippedRecord(Base):
+    """A record deliberately not synced (e.g. a HubSpot contact without email), with why."""
+
+    __tablename__ = "skipped_records"
+
+    system: Mapped[System] = mapped_column(sa.String(), primary_key=True)
+    object_type: Mapped[str] = mapped_column(primary_key=True)
+    object_id: Mapped[str] = mapped_column(primary_key=True)
+    reason: Mapped[str]
+    first_seen: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OAuthToken(Base):
+    """The stored OAuth tokens of one provider (the refresh token survives restarts)."""
+
+    __tablename__ = "oauth_tokens"
+
+    provider: Mapped[str] = mapped_column(primary_key=True)
+    refresh_token: Mapped[str] = mapped_column(sa.Text())
+    access_token: Mapped[str | None] = mapped_column(sa.Text())
+    expires_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Lease(Base):
+    """A named, expiring lock shared by the daemons of one database (see ``leases.py``)."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(primary_key=True)
+    holder: Mapped[str]
+    expires_at: Mapped[datetime]
+
+
+__all__ = [
+    "NAMING_CONVENTION",
+    "Base",
+    "BigIntPK",
+    "Cursor",
+    "DeadLetter",
+    "FieldState",
+    "InboxItem",
+    "InboxSource",
+    "InboxStatus",
+    "Job",
+    "JobStatus",
+    "Lease",
+    "Link",
+    "OAuthToken",
+    "Run",
+    "RunKind",
+    "RunStatus",
+    "SkippedRecord",
+    "System",
+    "UTCDateTime",
+    "utcnow",
+]
