@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from alembic import command
@@ -20,6 +20,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -135,7 +136,9 @@ def current_revision(url: str) -> str | None:
         with engine.connect() as connection:
             return _current(connection)
     except DBAPIError as exc:
-        raise StoreError(f"database.url: cannot read the schema revision: {_describe(exc)}") from exc
+        raise StoreError(
+            f"database.url: cannot read the schema revision: {_describe(exc)}"
+        ) from exc
     finally:
         engine.dispose()
 
@@ -152,7 +155,7 @@ def head_revision() -> str:
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
-    # Let SQLAlchemy, not the driver, decide where transactions begin (see _sqlite_on_begin).
+    # Let SQLAlchemy, not the driver, decide where transactions begin (see create_engine).
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
@@ -167,31 +170,54 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-def _sqlite_on_begin(connection: Connection) -> None:
-    # The sqlite3 driver would only BEGIN before the first INSERT/UPDATE/DELETE, leaving the
-    # reads before it outside the transaction; an explicit BEGIN makes the whole unit atomic.
-    connection.exec_driver_sql("BEGIN")
+SqliteBegin = Literal["IMMEDIATE", "DEFERRED"]
 
 
-def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    """An async engine for ``url`` (any accepted form).
+def create_engine(
+    url: str, *, sqlite_begin: SqliteBegin = "IMMEDIATE", **kwargs: Any
+) -> AsyncEngine:
+    """An async engine for ``url`` (any accepted form); ``kwargs`` go to ``create_async_engine``.
 
     On SQLite every connection gets ``journal_mode=WAL``, ``synchronous=NORMAL``,
-    ``foreign_keys=ON`` and ``busy_timeout=5000``, and transactions begin with the
-    session's first statement (reads included). ``kwargs`` go to ``create_async_engine``.
+    ``foreign_keys=ON`` and ``busy_timeout=5000``, and each transaction starts with
+    ``BEGIN IMMEDIATE``: transactions are serialized (SQLite has one writer anyway), so a
+    read-then-write unit such as claiming inbox rows is safe without ``FOR UPDATE``. Keep
+    transactions short: a waiting one fails with "database is locked" after 5 s. A read-only
+    tool may pass ``sqlite_begin="DEFERRED"`` to read beside a running daemon.
     """
     async_url = to_async_url(url)
     kwargs.setdefault("pool_pre_ping", True)
     engine = _create_async_engine(async_url, **kwargs)
     if async_url.startswith("sqlite"):
+        begin = f"BEGIN {sqlite_begin}"
+
+        def on_begin(connection: Connection) -> None:
+            # The sqlite3 driver would BEGIN only before the first INSERT/UPDATE/DELETE,
+            # leaving earlier reads outside the transaction; we begin it ourselves.
+            connection.exec_driver_sql(begin)
+
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
-        event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
+        event.listen(engine.sync_engine, "begin", on_begin)
     return engine
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions on ``engine``; objects stay readable after commit (``expire_on_commit=False``)."""
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def dialect_insert(session: AsyncSession, model: type[Any]) -> postgresql.Insert | sqlite.Insert:
+    """``INSERT`` for ``model`` in the session's dialect, so ``on_conflict_do_*`` is available.
+
+    Both dialects spell upserts the same way: ``index_elements=``, ``set_=``, ``where=`` and
+    ``stmt.excluded``.
+    """
+    name = session.get_bind().dialect.name
+    if name == "postgresql":
+        return postgresql.insert(model)
+    if name == "sqlite":
+        return sqlite.insert(model)
+    raise StoreError(f"database.url: unsupported database {name!r}; use {_ACCEPTED}")
 
 
 # --- health check --------------------------------------------------------------------------
@@ -219,14 +245,32 @@ def _describe(exc: BaseException) -> str:
     return scrub(text[0] if text else type(exc).__name__)
 
 
-async def check(engine: AsyncEngine, timeout: float = 10.0) -> DbStatus:
+def _missing_sqlite_dir(url: URL) -> Path | None:
+    database = url.database or ""
+    if url.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return None
+    if database.startswith("file:") or url.query.get("uri"):
+        return None  # an sqlite URI filename: let the driver judge it
+    parent = Path(database).expanduser().resolve().parent
+    return None if parent.is_dir() else parent
+
+
+#: Seconds :func:`check` waits for the database before reporting it unreachable.
+CHECK_TIMEOUT = 10.0
+
+
+async def check(engine: AsyncEngine) -> DbStatus:
     """Connect and read the schema revision; never raises for an unusable database."""
     head = head_revision()
+    missing = _missing_sqlite_dir(engine.url)
+    if missing is not None:
+        error = f"the directory of the SQLite file does not exist: {missing}"
+        return DbStatus(reachable=False, current=None, head=head, error=error)
     try:
-        async with asyncio.timeout(timeout), engine.connect() as connection:
+        async with asyncio.timeout(CHECK_TIMEOUT), engine.connect() as connection:
             current = await connection.run_sync(_current)
     except TimeoutError:
-        error = f"no answer within {timeout:g} s"
+        error = f"no answer within {CHECK_TIMEOUT:g} s"
         return DbStatus(reachable=False, current=None, head=head, error=error)
     except (SQLAlchemyError, OSError) as exc:
         return DbStatus(reachable=False, current=None, head=head, error=_describe(exc))
@@ -234,11 +278,14 @@ async def check(engine: AsyncEngine, timeout: float = 10.0) -> DbStatus:
 
 
 __all__ = [
+    "CHECK_TIMEOUT",
     "DbStatus",
+    "SqliteBegin",
     "alembic_config",
     "check",
     "create_engine",
     "current_revision",
+    "dialect_insert",
     "downgrade",
     "head_revision",
     "is_sqlite",

@@ -1,0 +1,225 @@
+"""The ``connector`` command line.
+
+    connector [--config PATH] test          the connection test (✓/✗ per check)
+    connector [--config PATH] db upgrade    bring the state database to the newest schema
+    connector [--config PATH] db current    show the schema revision
+    connector sandbox [--seed-contacts N]   run the HubSpot and Brevo sandboxes on loopback
+    connector demo                          everything against the sandboxes, no accounts
+
+A bad configuration exits with status 2 and a message naming the key and the fix; a failed
+check exits 1; success exits 0. No command prints a secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from connector import __version__
+from connector.config import CONFIG_ENV_VAR, DEFAULT_CONFIG_PATH, Settings, load_config
+from connector.errors import ConfigError, ConnectorError, scrub
+from connector.log import configure as configure_logging
+
+EXIT_CONFIG = 2
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.secho(scrub(message), fg="red", err=True)
+    sys.exit(code)
+
+
+def _settings(ctx: click.Context) -> Settings:
+    obj: dict[str, Any] = ctx.ensure_object(dict)
+    if "settings" not in obj:
+        try:
+            obj["settings"] = load_config(obj.get("config_path"))
+        except ConfigError as e:
+            _fail(f"Configuration error:\n{e}", EXIT_CONFIG)
+        settings: Settings = obj["settings"]
+        configure_logging(
+            level=settings.logging.level,
+            fmt="console" if settings.logging.format == "auto" else settings.logging.format,
+            log_emails=settings.logging.log_emails,
+        )
+    result: Settings = obj["settings"]
+    return result
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help=f"Config file (default: ${CONFIG_ENV_VAR} or ./{DEFAULT_CONFIG_PATH}).",
+)
+@click.version_option(__version__, prog_name="connector")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None) -> None:
+    """Keep HubSpot and Brevo in step, both ways."""
+    ctx.ensure_object(dict)["config_path"] = config_path
+
+
+# --- test --------------------------------------------------------------------------------
+
+
+async def _run_test(settings: Settings) -> int:
+    from connector.brevo.client import BrevoClient
+    from connector.checks import run_checks
+    from connector.hubspot.client import HubSpotClient
+
+    hs_cfg, br_cfg = settings.connectors.hubspot, settings.connectors.brevo
+    hubspot = HubSpotClient(hs_cfg) if hs_cfg.enabled else None
+    brevo = BrevoClient(br_cfg) if br_cfg.enabled else None
+    try:
+        results = await run_checks(settings, hubspot, brevo)
+    finally:
+        if hubspot is not None:
+            await hubspot.aclose()
+        if brevo is not None:
+            await brevo.aclose()
+    for result in results:
+        click.echo(scrub(result.line()))
+    failed = sum(1 for r in results if not r.ok)
+    click.echo(
+        f"\n{len(results) - failed} passed, {failed} failed"
+        if failed
+        else f"\nAll {len(results)} checks passed."
+    )
+    return 1 if failed else 0
+
+
+@cli.command("test")
+@click.pass_context
+def test_cmd(ctx: click.Context) -> None:
+    """Check the connections: HubSpot, Brevo, lists, database. Exit 0 only if all pass."""
+    settings = _settings(ctx)
+    sys.exit(asyncio.run(_run_test(settings)))
+
+
+# --- db ----------------------------------------------------------------------------------
+
+
+@cli.group("db")
+def db_group() -> None:
+    """The state database (SQLite or PostgreSQL)."""
+
+
+@db_group.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@click.pass_context
+def db_upgrade(ctx: click.Context, revision: str) -> None:
+    """Apply the schema migrations."""
+    from connector.store import db
+
+    settings = _settings(ctx)
+    try:
+        db.upgrade(settings.database.url, revision)
+        current = db.current_revision(settings.database.url)
+    except ConnectorError as e:
+        _fail(str(e), 1)
+    click.echo(f"Database at revision {current}.")
+
+
+@db_group.command("current")
+@click.pass_context
+def db_current(ctx: click.Context) -> None:
+    """Show the schema revision of the database, and the newest one."""
+    from connector.store import db
+
+    settings = _settings(ctx)
+    try:
+        current = db.current_revision(settings.database.url)
+    except ConnectorError as e:
+        _fail(str(e), 1)
+    head = db.head_revision()
+    state = "up to date" if current == head else "run: connector db upgrade"
+    click.echo(f"current: {current or 'none'}  head: {head}  ({state})")
+
+
+# --- sandbox and demo --------------------------------------------------------------------
+
+
+async def _serve_sandbox(seed: int, hubspot_port: int, brevo_port: int, rate_limits: bool) -> None:
+    from connector.sandbox.server import SandboxServers
+
+    async with SandboxServers(
+        seed_contacts=seed,
+        hubspot_port=hubspot_port,
+        brevo_port=brevo_port,
+        rate_limits=rate_limits,
+    ) as servers:
+        click.echo(f"HubSpot sandbox: {servers.hubspot_url}")
+        click.echo(f"Brevo sandbox:   {servers.brevo_url}")
+        click.echo("\nA config that points at them:\n")
+        click.echo(servers.config_yaml("sqlite:///connector-sandbox.db"))
+        click.echo("Ctrl-C stops both.", err=True)
+        stop = asyncio.Event()
+        try:
+            await stop.wait()
+        except asyncio.CancelledError:
+            pass
+
+
+@cli.command("sandbox")
+@click.option("--seed-contacts", default=100, show_default=True, help="Contacts to seed.")
+@click.option("--hubspot-port", default=8801, show_default=True)
+@click.option("--brevo-port", default=8802, show_default=True)
+@click.option("--no-rate-limits", is_flag=True, help="Answer without the APIs' rate limits.")
+def sandbox_cmd(seed_contacts: int, hubspot_port: int, brevo_port: int, no_rate_limits: bool) -> None:
+    """Run the HubSpot and Brevo sandboxes on 127.0.0.1 until Ctrl-C."""
+    configure_logging(fmt="console")
+    try:
+        asyncio.run(_serve_sandbox(seed_contacts, hubspot_port, brevo_port, not no_rate_limits))
+    except KeyboardInterrupt:
+        pass
+
+
+async def _demo(workdir: Path) -> int:
+    from connector.sandbox.server import SandboxServers
+    from connector.store import db
+
+    async with SandboxServers(seed_contacts=50) as servers:
+        click.secho("Sandboxes up (loopback only, no accounts needed):", bold=True)
+        click.echo(f"  HubSpot  {servers.hubspot_url}   (50 seeded contacts)")
+        click.echo(f"  Brevo    {servers.brevo_url}   (25 seeded contacts)")
+        config_path = workdir / "config.yaml"
+        db_url = f"sqlite:///{workdir / 'connector.db'}"
+        config_path.write_text(servers.config_yaml(db_url), encoding="utf-8")
+        click.echo(f"  config   {config_path}")
+        settings = load_config(config_path)
+        await asyncio.to_thread(db.upgrade, db_url, "head")
+        click.echo(f"  database {db_url} (migrated)\n")
+        click.secho("$ connector test", bold=True)
+        return await _run_test(settings)
+
+
+@cli.command("demo")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the demo's config and database (default: a temporary folder).",
+)
+def demo_cmd(workdir: Path | None) -> None:
+    """Run the connector against built-in HubSpot and Brevo sandboxes (no accounts needed)."""
+    configure_logging(fmt="console", level="warning")
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        sys.exit(asyncio.run(_demo(workdir)))
+    with tempfile.TemporaryDirectory(prefix="connector-demo-") as tmp:
+        code = asyncio.run(_demo(Path(tmp)))
+    sys.exit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="connector")
+    except ConfigError as e:
+        _fail(f"Configuration error:\n{e}", EXIT_CONFIG)

@@ -1,0 +1,135 @@
+"""Run the HubSpot and Brevo sandboxes on loopback HTTP ports (uvicorn), in this process.
+
+``async with SandboxServers(seed_contacts=50) as s:`` starts both, each on its own free port
+of 127.0.0.1, and gives ``s.hubspot_url``, ``s.brevo_url`` and the credentials they accept.
+``connector sandbox``, ``connector demo``, the end-to-end tests and the benchmarks use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+
+from connector.sandbox.brevo import BrevoState, create_brevo_app
+from connector.sandbox.hubspot import HubSpotState, create_hubspot_app
+
+HUBSPOT_TOKEN = "sandbox-token"
+BREVO_API_KEY = "sandbox-brevo-key"
+HUBSPOT_CLIENT_SECRET = "sandbox-client-secret"
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+@dataclass
+class _Running:
+    server: uvicorn.Server
+    task: asyncio.Task[None]
+    sock: socket.socket
+
+    @property
+    def port(self) -> int:
+        port: int = self.sock.getsockname()[1]
+        return port
+
+
+async def _start(app: Any, host: str, port: int) -> _Running:
+    sock = _bind(host, port)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            task.result()  # re-raise the start-up error
+        await asyncio.sleep(0.01)
+    return _Running(server, task, sock)
+
+
+@dataclass
+class SandboxServers:
+    """Both sandboxes on loopback ports (0 = any free port)."""
+
+    seed_contacts: int = 0
+    host: str = "127.0.0.1"
+    hubspot_port: int = 0
+    brevo_port: int = 0
+    rate_limits: bool = True
+    hubspot: HubSpotState = field(init=False)
+    brevo: BrevoState = field(init=False)
+    _running: list[_Running] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        self.hubspot = HubSpotState(rate_limits=self.rate_limits)
+        self.brevo = BrevoState(rate_limits=self.rate_limits)
+        self.hubspot.add_token(HUBSPOT_TOKEN)
+        self.brevo.add_api_key(BREVO_API_KEY, name="connector")
+        if self.seed_contacts:
+            self.hubspot.seed_contacts(self.seed_contacts)
+            self.brevo.seed_contacts(self.seed_contacts // 2, seed=1)
+
+    @property
+    def hubspot_url(self) -> str:
+        return f"http://{self.host}:{self._running[0].port}"
+
+    @property
+    def brevo_url(self) -> str:
+        return f"http://{self.host}:{self._running[1].port}/v3"
+
+    async def start(self) -> None:
+        self._running.append(await _start(create_hubspot_app(self.hubspot), self.host, self.hubspot_port))
+        self._running.append(await _start(create_brevo_app(self.brevo), self.host, self.brevo_port))
+
+    async def stop(self) -> None:
+        for running in self._running:
+            running.server.should_exit = True
+        for running in self._running:
+            with contextlib.suppress(asyncio.CancelledError):
+                await running.task
+            running.sock.close()
+        self._running.clear()
+
+    async def __aenter__(self) -> SandboxServers:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def config_yaml(self, database_url: str) -> str:
+        """A complete config file pointing the connector at these sandboxes."""
+        return f"""\
+# Written by the connector for its sandboxes (loopback only; these are not real credentials).
+connectors:
+  hubspot:
+    enabled: true
+    base_url: {self.hubspot_url}
+    api_version: "2026-09"
+    access_token: "{HUBSPOT_TOKEN}"
+    app_client_secret: "{HUBSPOT_CLIENT_SECRET}"
+    tier: professional
+    sync: {{contacts: true, companies: true, deals: true, tickets: true, engagements: true}}
+    direction: bidirectional
+    lists: {{all_contacts: 10, qualified_leads: 11, customers: 12}}
+  brevo:
+    base_url: {self.brevo_url}
+    api_key: "{BREVO_API_KEY}"
+database:
+  url: {database_url}
+"""
