@@ -77,9 +77,8 @@ async def hubspot_checks(settings: Settings, hubspot: HubSpotClient) -> list[Che
 
     async def reachable() -> CheckResult:
         info = await hubspot.account_details()
-        portal = info.get("portalId", "?")
-        kind = info.get("accountType", "")
-        return CheckResult("HubSpot reachable, token valid", True, f"portal {portal} {kind}".strip())
+        detail = f"portal {info.portal_id or '?'} {info.account_type or ''}".strip()
+        return CheckResult("HubSpot reachable, token valid", True, detail)
 
     first = await _guard("HubSpot reachable, token valid", reachable, HUBSPOT_TOKEN_HINT)
     results.append(first)
@@ -139,8 +138,7 @@ async def brevo_checks(settings: Settings, brevo: BrevoClient) -> list[CheckResu
 
     async def key_valid() -> CheckResult:
         account = await brevo.get_account()
-        who = account.get("companyName") or account.get("email") or "account"
-        return CheckResult("Brevo API key valid", True, str(who))
+        return CheckResult("Brevo API key valid", True, account.company_name or "account")
 
     first = await _guard("Brevo API key valid", key_valid, BREVO_KEY_HINT)
     results.append(first)

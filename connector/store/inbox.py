@@ -1,0 +1,333 @@
+"""The durable inbox (table ``inbox``): webhook events and dirty keys waiting for the engine.
+
+Life of an item: ``pending`` → :func:`claim` (``processing``, leased to one worker, attempt
+counted) → :func:`complete` (``done``) or :func:`fail` (``failed`` until its next attempt, or
+``dead`` after ``max_attempts``). A worker that dies leaves its items ``processing``; once the
+lease runs out another worker claims them again. Several daemons may share one PostgreSQL
+database: claiming uses ``SELECT … FOR UPDATE SKIP LOCKED``, so two workers never get the same
+item; on SQLite the ``BEGIN IMMEDIATE`` transaction serialises claims.
+
+Every function runs in the caller's transaction; commit right after :func:`claim` so the lease
+is visible to the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal, cast, get_args
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from connector.errors import StoreError, scrub
+from connector.store.db import dialect_insert
+from connector.store.models import InboxItem as InboxRow
+from connector.store.models import InboxSource, InboxStatus, System, utcnow
+
+_CHUNK = 500
+#: Longest error text kept per item.
+MAX_ERROR_LEN = 2000
+#: Statuses of items still to process (:func:`pending_count`).
+OPEN_STATUSES: tuple[InboxStatus, ...] = ("pending", "failed", "processing")
+
+
+@dataclass(frozen=True, slots=True)
+class InboxInput:
+    """A new inbox item; ``dedup_key`` makes a redelivered event or repeated key a no-op."""
+
+    source: InboxSource
+    dedup_key: str
+    object_type: str
+    object_id: str
+    event_type: str
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class InboxItem:
+    """A claimed inbox item; ``attempts`` includes the current one."""
+
+    id: int
+    source: InboxSource
+    dedup_key: str
+    object_type: str
+    object_id: str
+    event_type: str
+    payload: dict[str, Any]
+    attempts: int
+    received_at: datetime
+    claimed_until: datetime | None
+
+    @property
+    def system(self) -> System:
+        """The system the key belongs to (a pull's dirty key names it in its payload)."""
+        if self.source != "pull":
+            return self.source
+        return cast(System, self.payload["system"])
+
+
+def dirty_key(
+    system: System, object_type: str, object_id: str, modified_at: datetime
+) -> InboxInput:
+    """A dirty key found by a pull, deduplicated per version: a later change re-enqueues."""
+    stamp = modified_at.isoformat()
+    return InboxInput(
+        source="pull",
+        dedup_key=f"pull:{system}:{object_type}:{object_id}:{stamp}",
+        object_type=object_type,
+        object_id=object_id,
+        event_type="dirty",
+        payload={"system": system, "modified_at": stamp},
+    )
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _rowcount(result: Any) -> int:
+    return cast(sa.CursorResult[Any], result).rowcount
+
+
+def _clip(error: str) -> str:
+    text = scrub(error)
+    return text if len(text) <= MAX_ERROR_LEN else text[: MAX_ERROR_LEN - 1] + "…"
+
+
+async def enqueue(
+    session: AsyncSession, items: Sequence[InboxInput], *, now: datetime | None = None
+) -> int:
+    """Store new items, ignoring any whose ``dedup_key`` is known; how many were new."""
+    unique: dict[str, InboxInput] = {}
+    for item in items:
+        unique.setdefault(item.dedup_key, item)
+    if not unique:
+        return 0
+    now = now or utcnow()
+    rows = [
+        {
+            "source": item.source,
+            "dedup_key": item.dedup_key,
+            "object_type": item.object_type,
+            "object_id": item.object_id,
+            "event_type": item.event_type,
+            "payload": dict(item.payload),
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "received_at": now,
+            "updated_at": now,
+        }
+        for item in unique.values()
+    ]
+    inserted = 0
+    for chunk in _chunks(rows):
+        stmt = dialect_insert(session, InboxRow).values(list(chunk))
+        stmt = stmt.on_conflict_do_nothing(index_elements=[InboxRow.dedup_key])
+        inserted += len((await session.execute(stmt.returning(InboxRow.id))).all())
+    return inserted
+
+
+_ITEM_COLUMNS = (
+    InboxRow.id,
+    InboxRow.source,
+    InboxRow.dedup_key,
+    InboxRow.object_type,
+    InboxRow.object_id,
+    InboxRow.event_type,
+    InboxRow.payload,
+    InboxRow.attempts,
+    InboxRow.received_at,
+    InboxRow.claimed_until,
+    InboxRow.next_attempt_at,
+)
+
+
+def _claimable(now: datetime) -> sa.ColumnElement[bool]:
+    return sa.or_(
+        sa.and_(InboxRow.status.in_(("pending", "failed")), InboxRow.next_attempt_at <= now),
+        sa.and_(InboxRow.status == "processing", InboxRow.claimed_until <= now),
+    )
+
+
+async def claim(
+    session: AsyncSession, *, worker: str, limit: int, lease: timedelta, now: datetime
+) -> list[InboxItem]:
+    """Lease up to ``limit`` due items to ``worker`` until ``now + lease``, oldest due first.
+
+    Due: ``pending``/``failed`` with ``next_attempt_at <= now``, or ``processing`` whose lease
+    ran out (its worker died). Each claim counts an attempt, so an item that kills its worker
+    every time still ends ``dead``.
+    """
+    if limit < 1:
+        return []
+    pick = (
+        sa.select(InboxRow.id)
+        .where(_claimable(now))
+        .order_by(InboxRow.next_attempt_at, InboxRow.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)  # rendered on PostgreSQL only
+    )
+    ids = list((await session.scalars(pick)).all())
+    if not ids:
+        return []
+    stmt = (
+        sa.update(InboxRow)
+        .where(InboxRow.id.in_(ids), _claimable(now))
+        .values(
+            status="processing",
+            claimed_by=worker,
+            claimed_until=now + lease,
+            attempts=InboxRow.attempts + 1,
+            updated_at=now,
+        )
+        .returning(*_ITEM_COLUMNS)
+        .execution_options(synchronize_session=False)
+    )
+    rows = sorted((await session.execute(stmt)).all(), key=lambda r: (r.next_attempt_at, r.id))
+    return [
+        InboxItem(
+            id=r.id,
+            source=r.source,
+            dedup_key=r.dedup_key,
+            object_type=r.object_type,
+            object_id=r.object_id,
+            event_type=r.event_type,
+            payload=dict(r.payload or {}),
+            attempts=r.attempts,
+            received_at=r.received_at,
+            claimed_until=r.claimed_until,
+        )
+        for r in rows
+    ]
+
+
+def _owned(ids: Sequence[int], worker: str | None) -> sa.ColumnElement[bool]:
+    where = sa.and_(InboxRow.id.in_(ids), InboxRow.status == "processing")
+    return where if worker is None else sa.and_(where, InboxRow.claimed_by == worker)
+
+
+async def complete(
+    session: AsyncSession,
+    ids: Iterable[int],
+    *,
+    worker: str | None = None,
+    now: datetime | None = None,
+) -> int:
+    """Mark claimed items ``done``; with ``worker``, only those it still holds. How many."""
+    done = 0
+    for chunk in _chunks(list(ids)):
+        stmt = (
+            sa.update(InboxRow)
+            .where(_owned(chunk, worker))
+            .values(status="done", claimed_by=None, claimed_until=None, updated_at=now or utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        done += _rowcount(await session.execute(stmt))
+    return done
+
+
+async def release(
+    session: AsyncSession, ids: Iterable[int], *, now: datetime, worker: str | None = None
+) -> int:
+    """Hand claimed items back untried (graceful shutdown): ``pending``, attempt not counted."""
+    released = 0
+    for chunk in _chunks(list(ids)):
+        stmt = (
+            sa.update(InboxRow)
+            .where(_owned(chunk, worker))
+            .values(
+                status=sa.case((InboxRow.attempts > 1, "failed"), else_="pending"),
+                attempts=InboxRow.attempts - 1,
+                claimed_by=None,
+                claimed_until=None,
+                next_attempt_at=now,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        released += _rowcount(await session.execute(stmt))
+    return released
+
+
+async def fail(
+    session: AsyncSession,
+    id: int,
+    error: str,
+    *,
+    now: datetime,
+    max_attempts: int,
+    backoff: Callable[[int], timedelta],
+) -> Literal["retry", "dead"]:
+    """Record a failed attempt: retried at ``now + backoff(attempts)``, or ``dead`` at the limit.
+
+    ``backoff`` gets the number of attempts made so far (1 after the first failure).
+    """
+    attempts = await session.scalar(sa.select(InboxRow.attempts).where(InboxRow.id == id))
+    if attempts is None:
+        raise StoreError(f"inbox item {id} does not exist")
+    attempts = max(attempts, 1)
+    outcome: Literal["retry", "dead"] = "dead" if attempts >= max_attempts else "retry"
+    values: dict[str, Any] = {
+        "status": "dead" if outcome == "dead" else "failed",
+        "attempts": attempts,
+        "claimed_by": None,
+        "claimed_until": None,
+        "last_error": _clip(error),
+        "updated_at": now,
+    }
+    if outcome == "retry":
+        values["next_attempt_at"] = now + backoff(attempts)
+    stmt = (
+        sa.update(InboxRow)
+        .where(InboxRow.id == id)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    await session.execute(stmt)
+    return outcome
+
+
+async def pending_count(session: AsyncSession) -> int:
+    """How many items are still to process (pending, waiting for a retry, or claimed)."""
+    stmt = sa.select(sa.func.count()).where(InboxRow.status.in_(OPEN_STATUSES))
+    return int(await session.scalar(stmt) or 0)
+
+
+async def counts_by_status(session: AsyncSession) -> dict[str, int]:
+    """Item count per status, every known status included (0 if none)."""
+    counts: dict[str, int] = dict.fromkeys(get_args(InboxStatus), 0)
+    stmt = sa.select(InboxRow.status, sa.func.count()).group_by(InboxRow.status)
+    for status, count in await session.execute(stmt):
+        counts[status] = int(count)
+    return counts
+
+
+async def purge_done(session: AsyncSession, before: datetime) -> int:
+    """Delete ``done`` items last touched before ``before`` (keep enough for deduplication)."""
+    stmt = (
+        sa.delete(InboxRow)
+        .where(InboxRow.status == "done", InboxRow.updated_at < before)
+        .execution_options(synchronize_session=False)
+    )
+    return _rowcount(await session.execute(stmt))
+
+
+__all__ = [
+    "MAX_ERROR_LEN",
+    "OPEN_STATUSES",
+    "InboxInput",
+    "InboxItem",
+    "claim",
+    "complete",
+    "counts_by_status",
+    "dirty_key",
+    "enqueue",
+    "fail",
+    "pending_count",
+    "purge_done",
+    "release",
+]
