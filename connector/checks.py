@@ -183,7 +183,10 @@ async def database_check(settings: Settings) -> CheckResult:
         await engine.dispose()
     if not status.reachable:
         return CheckResult(
-            name, False, status.error or "unreachable", "check database.url and that the server runs."
+            name,
+            False,
+            status.error or "unreachable",
+            "check database.url and that the server runs.",
         )
     if not status.migrated:
         return CheckResult(

@@ -13,6 +13,7 @@ check exits 1; success exits 0. No command prints a secret.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -161,10 +162,8 @@ async def _serve_sandbox(seed: int, hubspot_port: int, brevo_port: int, rate_lim
         click.echo(servers.config_yaml("sqlite:///connector-sandbox.db"))
         click.echo("Ctrl-C stops both.", err=True)
         stop = asyncio.Event()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await stop.wait()
-        except asyncio.CancelledError:
-            pass
 
 
 @cli.command("sandbox")
@@ -172,13 +171,13 @@ async def _serve_sandbox(seed: int, hubspot_port: int, brevo_port: int, rate_lim
 @click.option("--hubspot-port", default=8801, show_default=True)
 @click.option("--brevo-port", default=8802, show_default=True)
 @click.option("--no-rate-limits", is_flag=True, help="Answer without the APIs' rate limits.")
-def sandbox_cmd(seed_contacts: int, hubspot_port: int, brevo_port: int, no_rate_limits: bool) -> None:
+def sandbox_cmd(
+    seed_contacts: int, hubspot_port: int, brevo_port: int, no_rate_limits: bool
+) -> None:
     """Run the HubSpot and Brevo sandboxes on 127.0.0.1 until Ctrl-C."""
     configure_logging(fmt="console")
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve_sandbox(seed_contacts, hubspot_port, brevo_port, not no_rate_limits))
-    except KeyboardInterrupt:
-        pass
 
 
 async def _demo(workdir: Path) -> int:

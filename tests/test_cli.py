@@ -86,8 +86,10 @@ async def test_missing_list_and_scope(tmp_path: Path) -> None:
 
 async def test_bad_config_exits_2_without_traceback(tmp_path: Path) -> None:
     cfg = tmp_path / "config.yaml"
-    cfg.write_text("connectors:\n  hubspot:\n    access_token: x\n    teir: pro\n  brevo:\n    api_key: y\n")
-    code, out, err = await run_cli("--config", str(cfg), "test")
+    cfg.write_text(
+        "connectors:\n  hubspot:\n    access_token: x\n    teir: pro\n  brevo:\n    api_key: y\n"
+    )
+    code, _out, err = await run_cli("--config", str(cfg), "test")
     assert code == 2
     assert "connectors.hubspot.teir: unknown key" in err
     assert "Traceback" not in err

@@ -78,7 +78,9 @@ def test_unknown_key_suggests(tmp_path: Path) -> None:
 
 
 def test_wrong_type_and_enum(tmp_path: Path) -> None:
-    bad = GOOD.replace("${HUBSPOT_TIER:-starter}", "gold").replace("all_contacts: 10", "all_contacts: ten")
+    bad = GOOD.replace("${HUBSPOT_TIER:-starter}", "gold").replace(
+        "all_contacts: 10", "all_contacts: ten"
+    )
     with pytest.raises(ConfigError) as e:
         load_config(write(tmp_path, bad), env=ENV)
     msg = str(e.value)

@@ -50,7 +50,11 @@ async def test_retries_then_succeeds_and_reraises_last() -> None:
     async def sleep(s: float) -> None:
         slept.append(s)
 
-    outcomes: list[Exception | str] = [err(ServerError, status=502), err(RateLimitedError, retry_after=2.0), "ok"]
+    outcomes: list[Exception | str] = [
+        err(ServerError, status=502),
+        err(RateLimitedError, retry_after=2.0),
+        "ok",
+    ]
 
     async def call() -> str:
         item = outcomes.pop(0)
@@ -87,7 +91,12 @@ async def test_what_is_not_retried() -> None:
     # a non-idempotent call is not retried after a 5xx or a read timeout ...
     calls = 0
     with pytest.raises(ServerError):
-        await retrying(lambda: fails(err(ServerError, status=500)), max_retries=5, idempotent=False, sleep=sleep)
+        await retrying(
+            lambda: fails(err(ServerError, status=500)),
+            max_retries=5,
+            idempotent=False,
+            sleep=sleep,
+        )
     assert calls == 1
     timeout = err(TransportError)
     timeout.__cause__ = httpx.ReadTimeout("slow")

@@ -88,7 +88,9 @@ class SandboxServers:
         return f"http://{self.host}:{self._running[1].port}/v3"
 
     async def start(self) -> None:
-        self._running.append(await _start(create_hubspot_app(self.hubspot), self.host, self.hubspot_port))
+        self._running.append(
+            await _start(create_hubspot_app(self.hubspot), self.host, self.hubspot_port)
+        )
         self._running.append(await _start(create_brevo_app(self.brevo), self.host, self.brevo_port))
 
     async def stop(self) -> None:
