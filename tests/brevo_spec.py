@@ -25,9 +25,7 @@ from openapi_core.templating.responses.exceptions import ResponseNotFound
 from openapi_schema_validator import OAS30Validator
 from werkzeug.datastructures import Headers, ImmutableMultiDict
 
-SPEC_PATH = (
-    Path(__file__).resolve().parents[1].parent / "shared/specs/brevo/brevo_v3_openapi3_2024-11.yml"
-)
+SPEC_PATH = Path(__file__).resolve().parent / "specs" / "brevo_v3_openapi3_2024-11.yml"
 SERVER = "https://api.brevo.com"
 
 ERRATA = (
