@@ -1,0 +1,693 @@
+"""The sync pipeline for one object type: records → pairs → plan → writes → ledger → events.
+
+:meth:`SyncEngine.sync` takes what changed — records already read (a pull's page) and/or dirty
+ids (webhooks, the dead-letter retry) from either side — and does, in order:
+
+1. **fetch** the records named only by id, in batches (HubSpot ``batch/read``, 100 per call;
+   Brevo ``GET /contacts?ids=``, 20 per call);
+2. **pair** them: by the link table (both ids), else by normalised email; a record's missing
+   counterpart is read in batches too (HubSpot by id or by email; Brevo by id, or through the
+   ``brevo_lookup`` strategy by email — one call each by default, a staged table in a resync);
+3. **map** both sides through the mapping and **plan** each pair (:mod:`connector.plan`, pure);
+4. **apply** the plans in batches: HubSpot ``batch/update`` by id and ``batch/upsert`` by email;
+   Brevo single writes for a few changes, ``/contacts/import`` for many (then read back,
+   because Brevo silently drops values of the wrong type and unknown attributes);
+5. **record** in one transaction: links with both ids, the new ledger bases of the writes that
+   succeeded, contacts skipped for having no email, and dead letters for records that failed;
+6. **emit** sync events (``created``, ``changed``) for the post-sync hooks — only for real
+   changes, never for an echo or a no-op.
+
+A crash between 4 and 5 loses nothing: the next pass finds both sides equal and adopts the
+values into the ledger without writing (plan rule ``h == b``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from connector import plan as planner
+from connector.brevo.client import BrevoClient, FieldValidationError
+from connector.brevo.models import BrevoContact, ImportRow
+from connector.errors import ApiError, ConflictError, ValidationError
+from connector.hubspot.client import HubSpotClient, last_modified_property
+from connector.hubspot.models import HubSpotObject, RecordError
+from connector.mapping import MappedRecord, Mapping
+from connector.store import deadletters, skipped
+from connector.store import links as ledger
+from connector.transforms import normalise_email
+
+log = structlog.get_logger(__name__)
+
+Mode = Literal["incremental", "resync", "reconcile", "retry"]
+BrevoLookup = Callable[[Sequence[str]], Awaitable[dict[str, BrevoContact]]]
+
+_SKEW = timedelta(seconds=5)
+
+IMPORT_THRESHOLD = 50
+"""From this many Brevo writes in one batch on, they go through ``/contacts/import``."""
+
+
+@dataclass(frozen=True)
+class SyncEvent:
+    """A real change the hooks may act on."""
+
+    kind: Literal["created", "changed"]
+    object_type: str
+    origin: planner.Side
+    hubspot_id: str | None
+    brevo_id: str | None
+    identity: str | None
+    field: str | None = None
+    old: str | None = None
+    new: str | None = None
+
+
+@dataclass
+class Outcome:
+    """What one pass did: counters, the plans (for a dry run), the events, the failures."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    summary: planner.PlanSummary = field(default_factory=planner.PlanSummary)
+    events: list[SyncEvent] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Pair:
+    """One record pair under construction."""
+
+    link: ledger.LinkRecord | None = None
+    hubspot: HubSpotObject | None = None
+    brevo: BrevoContact | None = None
+    key: str | None = None  # normalised email
+    plan: planner.PairPlan | None = None
+    hs_mapped: MappedRecord | None = None
+    br_mapped: MappedRecord | None = None
+    failed: bool = False
+    error: str = ""
+
+    @property
+    def hubspot_id(self) -> str | None:
+        if self.hubspot is not None:
+            return self.hubspot.id
+        return self.link.hubspot_id if self.link else None
+
+    @property
+    def brevo_id(self) -> str | None:
+        if self.brevo is not None:
+            return str(self.brevo.id)
+        return self.link.brevo_id if self.link else None
+
+
+def _hubspot_modified(obj: HubSpotObject, prop: str) -> datetime:
+    raw = obj.properties.get(prop)
+    if raw:
+        try:
+            if raw.isdigit():
+                return datetime.fromtimestamp(int(raw) / 1000, UTC)
+            return datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError:
+            pass
+    return obj.updated_at or obj.created_at or datetime.now(UTC)
+
+
+def _brevo_view(contact: BrevoContact) -> dict[str, Any]:
+    return {**contact.attributes, "email": contact.email}
+
+
+def _to_plan_bases(link: ledger.LinkRecord | None) -> dict[str, planner.BaseEntry] | None:
+    if link is None:
+        return None
+    return {
+        name: planner.BaseEntry(b.value_hash, b.origin, b.synced_at)
+        for name, b in link.bases.items()
+    }
+
+
+class SyncEngine:
+    """Keeps one object type in step (generic: contacts today, companies and deals later)."""
+
+    def __init__(
+        self,
+        *,
+        mapping: Mapping,
+        hubspot: HubSpotClient,
+        brevo: BrevoClient,
+        sessions: async_sessionmaker[AsyncSession],
+        direction: planner.RunDirection = "bidirectional",
+        import_list_ids: Sequence[int] = (),
+        import_threshold: int = IMPORT_THRESHOLD,
+        import_poll_every: float = 2.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.mapping = mapping
+        self.object_type = mapping.object
+        self.hubspot = hubspot
+        self.brevo = brevo
+        self.sessions = sessions
+        self.direction = direction
+        self.import_list_ids = list(import_list_ids)
+        self.import_threshold = import_threshold
+        self.import_poll_every = import_poll_every
+        self.clock = clock
+        self.rules = mapping.rules()
+        self.identity = mapping.identity_field
+        self.hs_props = [*mapping.hubspot_properties(), last_modified_property(self.object_type)]
+        self.modified_prop = last_modified_property(self.object_type)
+
+    # --- the pass ----------------------------------------------------------------------------
+
+    async def sync(
+        self,
+        *,
+        hubspot: Sequence[HubSpotObject] = (),
+        brevo: Sequence[BrevoContact] = (),
+        hubspot_ids: Sequence[str] = (),
+        brevo_ids: Sequence[str] = (),
+        mode: Mode = "incremental",
+        dry_run: bool = False,
+        brevo_lookup: BrevoLookup | None = None,
+        out: Outcome | None = None,
+        follow_up: bool = False,
+    ) -> Outcome:
+        """One pass over what changed; see the module docstring for the steps.
+
+        Pass ``out`` to add this pass's counts, plans and events to a running total.
+        """
+        out = out if out is not None else Outcome()
+        hs_records = {r.id: r for r in hubspot}
+        br_records = {str(c.id): c for c in brevo}
+        missing_hs = [i for i in dict.fromkeys(hubspot_ids) if i not in hs_records]
+        missing_br = [i for i in dict.fromkeys(brevo_ids) if i not in br_records]
+        if missing_hs:
+            for r in await self._read_hubspot(missing_hs, by_email=False):
+                hs_records[r.id] = r
+        if missing_br:
+            for c in await self.brevo.get_contacts_by_ids([int(i) for i in missing_br]):
+                br_records[str(c.id)] = c
+
+        pairs, no_email = await self._pair(hs_records, br_records, brevo_lookup, out)
+        await self._plan(pairs, out)
+        for p in pairs:
+            if p.plan is not None:
+                out.summary.add(p.plan)
+        if dry_run:
+            out.counts["dry_run"] += 1
+            return out
+        await self._apply(pairs, mode, out)
+        await self._record(pairs, no_email, out)
+        created = [
+            p.hubspot_id
+            for p in pairs
+            if p.plan is not None and p.plan.kind == "create_in_hubspot" and not p.failed
+        ]
+        if created and not follow_up:
+            # HubSpot fills calculated properties (deal counts, …) on a new record: read the
+            # new records back once so those values reach Brevo in this same cycle.
+            await self.sync(
+                hubspot_ids=[i for i in created if i], mode=mode, out=out, follow_up=True
+            )
+        return out
+
+    # --- pairing -----------------------------------------------------------------------------
+
+    async def _read_hubspot(self, ids: Sequence[str], *, by_email: bool) -> list[HubSpotObject]:
+        result = await self.hubspot.batch_read(
+            self.object_type, list(ids), self.hs_props, id_property="email" if by_email else None
+        )
+        return [r for r in result.results if not r.archived]
+
+    async def _lookup_brevo_by_email(self, emails: Sequence[str]) -> dict[str, BrevoContact]:
+        found: dict[str, BrevoContact] = {}
+        for email in emails:
+            contact = await self.brevo.get_contact(email, "email")
+            if contact is not None:
+                found[email] = contact
+        return found
+
+    async def _pair(
+        self,
+        hs_records: dict[str, HubSpotObject],
+        br_records: dict[str, BrevoContact],
+        brevo_lookup: BrevoLookup | None,
+        out: Outcome,
+    ) -> tuple[list[_Pair], list[tuple[str, str]]]:
+        """Group records into pairs by link, then by email; read the missing counterparts."""
+        no_email: list[tuple[str, str]] = []
+        hs_key: dict[str, str] = {}
+        for hid, r in list(hs_records.items()):
+            key = normalise_email(r.properties.get("email"))
+            if key is None:
+                reason = "no email" if not r.properties.get("email") else "invalid email"
+                no_email.append((hid, reason))
+                del hs_records[hid]
+            else:
+                hs_key[hid] = key
+        br_key: dict[str, str] = {}
+        for bid, c in list(br_records.items()):
+            key = normalise_email(c.email)
+            if key is None:
+                out.counts["brevo_without_email"] += 1
+                del br_records[bid]
+            else:
+                br_key[bid] = key
+        out.counts["hubspot_without_email"] += len(no_email)
+
+        async with self.sessions() as s:
+            links = await ledger.load_links(
+                s,
+                self.object_type,
+                hubspot_ids=list(hs_records),
+                brevo_ids=list(br_records),
+                identity_keys=sorted(set(hs_key.values()) | set(br_key.values())),
+            )
+        by_hs = {lk.hubspot_id: lk for lk in links if lk.hubspot_id}
+        by_br = {lk.brevo_id: lk for lk in links if lk.brevo_id}
+        by_key = {lk.identity_key: lk for lk in links if lk.identity_key}
+
+        pairs: dict[str, _Pair] = {}
+
+        def slot(link: ledger.LinkRecord | None, key: str) -> _Pair:
+            name = f"link:{link.id}" if link else f"key:{key}"
+            if name not in pairs:
+                pairs[name] = _Pair(link=link, key=key)
+            return pairs[name]
+
+        for hid, r in hs_records.items():
+            link = by_hs.get(hid)
+            if link is None:
+                candidate = by_key.get(hs_key[hid])
+                if candidate is not None and candidate.hubspot_id in (None, hid):
+                    link = candidate
+            slot(link, hs_key[hid]).hubspot = r
+        for bid, c in br_records.items():
+            link = by_br.get(bid)
+            if link is None:
+                candidate = by_key.get(br_key[bid])
+                if candidate is not None and candidate.brevo_id in (None, bid):
+                    link = candidate
+            p = slot(link, br_key[bid])
+            if p.brevo is not None and str(p.brevo.id) != bid:
+                out.counts["identity_conflicts"] += 1
+                continue
+            p.brevo = c
+
+        await self._complete(list(pairs.values()), brevo_lookup, out)
+        return list(pairs.values()), no_email
+
+    async def _complete(
+        self, pairs: list[_Pair], brevo_lookup: BrevoLookup | None, out: Outcome
+    ) -> None:
+        """Read each pair's missing side: by linked id where known, else by email."""
+        hs_by_id = [p for p in pairs if p.hubspot is None and p.link and p.link.hubspot_id]
+        hs_by_email = [p for p in pairs if p.hubspot is None and not (p.link and p.link.hubspot_id)]
+        br_by_id = [p for p in pairs if p.brevo is None and p.link and p.link.brevo_id]
+        br_by_email = [p for p in pairs if p.brevo is None and not (p.link and p.link.brevo_id)]
+
+        if hs_by_id:
+            ids = [p.link.hubspot_id for p in hs_by_id if p.link and p.link.hubspot_id]
+            got = {r.id: r for r in await self._read_hubspot(ids, by_email=False)}
+            for p in hs_by_id:
+                assert p.link is not None and p.link.hubspot_id is not None
+                p.hubspot = got.get(p.link.hubspot_id)
+        if hs_by_email:
+            emails = [p.key for p in hs_by_email if p.key]
+            found = await self._read_hubspot(emails, by_email=True) if emails else []
+            got_by_key = {normalise_email(r.properties.get("email")): r for r in found}
+            for p in hs_by_email:
+                p.hubspot = got_by_key.get(p.key)
+        if br_by_id:
+            br_ids = [int(p.link.brevo_id) for p in br_by_id if p.link and p.link.brevo_id]
+            got_br = {str(c.id): c for c in await self.brevo.get_contacts_by_ids(br_ids)}
+            for p in br_by_id:
+                assert p.link is not None and p.link.brevo_id is not None
+                p.brevo = got_br.get(p.link.brevo_id)
+        if br_by_email:
+            lookup = brevo_lookup or self._lookup_brevo_by_email
+            emails = [p.key for p in br_by_email if p.key]
+            found_br = await lookup(emails) if emails else {}
+            for p in br_by_email:
+                p.brevo = found_br.get(p.key or "")
+        # A record found by email may already be linked to something else: leave such pairs.
+        for p in pairs:
+            if p.link is None:
+                continue
+            gone = [
+                side
+                for side, rec, linked in (
+                    ("HubSpot", p.hubspot, p.link.hubspot_id),
+                    ("Brevo", p.brevo, p.link.brevo_id),
+                )
+                if rec is None and linked
+            ]
+            if gone:
+                p.plan = planner.PairPlan(
+                    kind="skip",
+                    hubspot_id=p.link.hubspot_id,
+                    brevo_id=p.link.brevo_id,
+                    reason=f"linked record no longer in {' and '.join(gone)} (deleted or merged)",
+                )
+                out.counts["linked_record_gone"] += 1
+
+    # --- planning ----------------------------------------------------------------------------
+
+    async def _plan(self, pairs: Iterable[_Pair], out: Outcome) -> None:
+        now = self.clock()
+        for p in pairs:
+            if p.plan is not None:
+                continue
+            hs_side = br_side = None
+            if p.hubspot is not None:
+                p.hs_mapped = self.mapping.to_brevo(p.hubspot.properties)
+                hs_side = p.hs_mapped.side_record(
+                    p.hubspot.id, _hubspot_modified(p.hubspot, self.modified_prop)
+                )
+            if p.brevo is not None:
+                p.br_mapped = self.mapping.to_hubspot(_brevo_view(p.brevo))
+                br_side = p.br_mapped.side_record(str(p.brevo.id), p.brevo.modified_at)
+            state = planner.PairState(hs_side, br_side, _to_plan_bases(p.link))
+            p.plan = planner.plan_pair(
+                state, self.rules, self.direction, identity=self.identity, now=now
+            )
+            if p.plan.kind == "skip":
+                out.counts["skipped"] += 1
+            invalid = [a for a in p.plan.actions if a.kind == "skip_invalid"]
+            out.counts["invalid_fields"] += len(invalid)
+            change = p.plan.email_change
+            blocked = p.brevo is not None and p.brevo.email_blacklisted
+            if change is not None and change.target == "brevo" and blocked:
+                # Changing EMAIL un-blocklists a Brevo contact (it would resubscribe it).
+                p.plan = _without_field(p.plan, self.identity, "Brevo contact is blocklisted")
+                out.counts["blocklisted_email_kept"] += 1
+
+    # --- applying ----------------------------------------------------------------------------
+
+    async def _apply(self, pairs: list[_Pair], mode: Mode, out: Outcome) -> None:
+        to_hs_update: list[_Pair] = []
+        to_hs_create: list[_Pair] = []
+        to_br: list[_Pair] = []
+        for p in pairs:
+            plan = p.plan
+            if plan is None or plan.kind in ("skip", "nothing"):
+                continue
+            if plan.kind == "create_in_hubspot":
+                to_hs_create.append(p)
+            elif plan.kind == "create_in_brevo":
+                to_br.append(p)
+            else:
+                if plan.writes("hubspot"):
+                    to_hs_update.append(p)
+                if plan.writes("brevo"):
+                    to_br.append(p)
+        await asyncio.gather(
+            self._write_hubspot(to_hs_update, to_hs_create, out),
+            self._write_brevo(to_br, mode, out),
+        )
+
+    def _hubspot_payload(self, p: _Pair) -> dict[str, str | None]:
+        assert p.plan is not None and p.br_mapped is not None
+        return p.br_mapped.payload(p.plan.writes("hubspot"))
+
+    async def _write_hubspot(
+        self, updates: list[_Pair], creates: list[_Pair], out: Outcome
+    ) -> None:
+        if updates:
+            inputs = {p.hubspot_id: self._hubspot_payload(p) for p in updates if p.hubspot_id}
+            result = await self._guarded(
+                out,
+                updates,
+                "hubspot batch/update",
+                self.hubspot.batch_update(self.object_type, inputs),
+            )
+            if result is not None:
+                self._mark_errors(updates, result.errors, out, "hubspot update")
+                out.counts["hubspot_updated"] += len(result.results)
+        if creates:
+            payloads = [self._hubspot_payload(p) for p in creates]
+            result = await self._guarded(
+                out,
+                creates,
+                "hubspot batch/upsert",
+                self.hubspot.batch_upsert(self.object_type, payloads, id_property="email"),
+            )
+            if result is not None:
+                for obj in result.results:
+                    if obj.input_index is not None:
+                        p = creates[obj.input_index]
+                        p.hubspot = obj
+                self._mark_errors(creates, result.errors, out, "hubspot create")
+                out.counts["hubspot_created"] += sum(
+                    1 for p in creates if p.hubspot and not p.failed
+                )
+
+    async def _guarded(
+        self, out: Outcome, pairs: list[_Pair], what: str, call: Awaitable[Any]
+    ) -> Any:
+        """Run a batch write; on a failure of the whole call, mark every pair of it as failed."""
+        try:
+            return await call
+        except ApiError as e:
+            for p in pairs:
+                p.failed, p.error = True, str(e)
+            out.failures.append(f"{what}: {e}")
+            out.counts["failed"] += len(pairs)
+            log.warning("sync.batch_failed", what=what, error=str(e), records=len(pairs))
+            return None
+
+    def _mark_errors(
+        self, pairs: list[_Pair], errors: Sequence[RecordError], out: Outcome, what: str
+    ) -> None:
+        for err in errors:
+            if err.index is None or not 0 <= err.index < len(pairs):
+                continue
+            p = pairs[err.index]
+            p.failed, p.error = True, f"{what}: {err.category or err.code or ''} {err.message}"
+            out.counts["failed"] += 1
+
+    async def _write_brevo(self, pairs: list[_Pair], mode: Mode, out: Outcome) -> None:
+        if not pairs:
+            return
+        if self.import_list_ids and (mode == "resync" or len(pairs) >= self.import_threshold):
+            await self._import_brevo(pairs, out)
+            return
+        for p in pairs:
+            await self._write_brevo_one(p, out)
+
+    def _brevo_payload(self, p: _Pair) -> tuple[str | None, dict[str, Any]]:
+        """(email to set, attributes) for one pair's Brevo write."""
+        assert p.plan is not None and p.hs_mapped is not None
+        writes = p.plan.writes("brevo")
+        attrs = p.hs_mapped.payload(writes)
+        email = None
+        identity_target = self.mapping.field_by_key(self.identity).brevo if self.identity else None
+        if identity_target is not None and identity_target in attrs:
+            email = attrs.pop(identity_target)
+        return email, attrs
+
+    async def _write_brevo_one(self, p: _Pair, out: Outcome) -> None:
+        assert p.plan is not None
+        email, attrs = self._brevo_payload(p)
+        try:
+            if p.plan.kind == "create_in_brevo":
+                new_id = await self.brevo.create_contact(
+                    email or p.key or "",
+                    attrs,
+                    ext_id=p.hubspot_id,
+                    list_ids=self.import_list_ids,
+                    update_enabled=True,
+                )
+                if new_id is None:  # 204: it existed (created meanwhile): read its id
+                    found = await self.brevo.get_contact(email or p.key or "", "email")
+                    new_id = found.id if found else None
+                if new_id is not None:
+                    p.brevo = _stub_contact(new_id, email or p.key)
+                out.counts["brevo_created"] += 1
+            else:
+                assert p.brevo is not None
+                if email is not None:
+                    attrs["EMAIL"] = email
+                await self.brevo.update_contact(
+                    p.brevo.id,
+                    "id",
+                    attributes=attrs,
+                    ext_id=p.hubspot_id if p.brevo.ext_id != p.hubspot_id else None,
+                    known_blocklisted=p.brevo.email_blacklisted,
+                )
+                out.counts["brevo_updated"] += 1
+        except (ValidationError, ConflictError) as e:
+            p.failed, p.error = True, f"brevo write: {e}"
+            out.counts["failed"] += 1
+            if isinstance(e, FieldValidationError):
+                out.counts["invalid_fields"] += 1
+        except ApiError as e:
+            p.failed, p.error = True, f"brevo write: {e}"
+            out.counts["failed"] += 1
+            out.failures.append(str(e))
+
+    async def _import_brevo(self, pairs: list[_Pair], out: Outcome) -> None:
+        """Many Brevo writes as one import, then read back to confirm what Brevo kept."""
+        rows: list[ImportRow] = []
+        for p in pairs:
+            email, attrs = self._brevo_payload(p)
+            target_email = email or (p.brevo.email if p.brevo else None) or p.key
+            if p.brevo is not None and email is not None:
+                # an email change on an existing contact cannot go through an import (it keys
+                # on email): send it as a single update
+                await self._write_brevo_one(p, out)
+                continue
+            rows.append(ImportRow(email=target_email or "", attributes=attrs, ext_id=p.hubspot_id))
+        if not rows:
+            return
+        started = self.clock()
+        try:
+            process_ids = await self.brevo.import_contacts(rows, list_ids=self.import_list_ids)
+            await self.brevo.wait_for_import(
+                process_ids, poll_every=self.import_poll_every, budget=max(10, 4 * len(process_ids))
+            )
+        except ApiError as e:
+            for p in pairs:
+                p.failed, p.error = True, f"brevo import: {e}"
+            out.counts["failed"] += len(pairs)
+            out.failures.append(str(e))
+            return
+        out.counts["brevo_imported"] += len(rows)
+        await self._confirm_import(pairs, started, out)
+
+    async def _confirm_import(self, pairs: list[_Pair], since: datetime, out: Outcome) -> None:
+        """Read back what the import wrote; a value Brevo did not keep fails its record."""
+        wanted = {p.key: p for p in pairs if not p.failed and p.key}
+        seen: dict[str, BrevoContact] = {}
+        async for c in self.brevo.iter_contacts(modified_since=since - _SKEW):
+            key = normalise_email(c.email)
+            if key in wanted:
+                seen[key] = c
+        for key, p in wanted.items():
+            contact = seen.get(key)
+            if contact is None:
+                p.failed, p.error = True, "brevo import: contact not found after the import"
+                out.counts["failed"] += 1
+                continue
+            p.brevo = contact
+            kept = self.mapping.to_hubspot(_brevo_view(contact))
+            assert p.plan is not None
+            lost = [
+                f
+                for f, v in p.plan.writes("brevo").items()
+                if f != self.identity and kept.values.get(f) != v
+            ]
+            if lost:
+                p.failed = True
+                p.error = (
+                    "Brevo did not keep "
+                    + ", ".join(self.mapping.field_by_key(f).brevo for f in lost)
+                    + " (wrong attribute type, or the attribute does not exist: run mappings check)"
+                )
+                out.counts["failed"] += 1
+
+    # --- recording ---------------------------------------------------------------------------
+
+    async def _record(
+        self, pairs: list[_Pair], no_email: list[tuple[str, str]], out: Outcome
+    ) -> None:
+        now = self.clock()
+        writes: list[ledger.PairWrite] = []
+        dead: list[_Pair] = []
+        for p in pairs:
+            plan = p.plan
+            if plan is None or plan.kind == "skip":
+                continue
+            if p.failed:
+                dead.append(p)
+                continue
+            if p.hubspot_id is None or p.brevo_id is None:
+                continue
+            written = {a.field: a.target for a in plan.actions if a.target is not None}
+            bases = {
+                name: ledger.BaseEntry(b.value_hash, b.origin, written.get(name), b.synced_at)
+                for name, b in plan.ledger_updates.items()
+            }
+            writes.append(
+                ledger.PairWrite(
+                    hubspot_id=p.hubspot_id,
+                    brevo_id=p.brevo_id,
+                    identity_key=p.key,
+                    bases=bases,
+                    link_id=p.link.id if p.link else None,
+                )
+            )
+            self._events(p, out)
+        async with self.sessions() as s, s.begin():
+            if writes:
+                await ledger.save_pairs(s, self.object_type, writes, now=now)
+            if no_email:
+                await skipped.record_skipped(s, "hubspot", self.object_type, no_email, now)
+            synced_hs = [w.hubspot_id for w in writes if w.hubspot_id]
+            if synced_hs:
+                await skipped.clear_skipped(s, "hubspot", self.object_type, synced_hs)
+            for p in dead:
+                await deadletters.add(
+                    s,
+                    system="hubspot" if p.hubspot is not None else "brevo",
+                    object_type=self.object_type,
+                    object_id=p.hubspot_id or p.brevo_id,
+                    identity_key=p.key,
+                    operation=p.plan.kind if p.plan else "sync",
+                    payload={"hubspot_id": p.hubspot_id, "brevo_id": p.brevo_id},
+                    error=p.error,
+                    attempts=1,
+                    now=now,
+                )
+        out.counts["linked"] += len(writes)
+        out.counts["dead_lettered"] += len(dead)
+
+    def _events(self, p: _Pair, out: Outcome) -> None:
+        plan = p.plan
+        assert plan is not None
+        if plan.kind in ("create_in_brevo", "create_in_hubspot"):
+            origin: planner.Side = "hubspot" if plan.kind == "create_in_brevo" else "brevo"
+            out.events.append(
+                SyncEvent("created", self.object_type, origin, p.hubspot_id, p.brevo_id, p.key)
+            )
+            return
+        for a in plan.actions:
+            if a.target is None:
+                continue
+            out.events.append(
+                SyncEvent(
+                    "changed",
+                    self.object_type,
+                    planner.other(a.target),
+                    p.hubspot_id,
+                    p.brevo_id,
+                    p.key,
+                    a.field,
+                    a.previous,
+                    a.value,
+                )
+            )
+
+
+def _stub_contact(contact_id: int, email: str | None) -> BrevoContact:
+    now = datetime.now(UTC)
+    return BrevoContact(contact_id, email, None, {}, [], False, False, now, now)
+
+
+def _without_field(plan: planner.PairPlan, name: str | None, why: str) -> planner.PairPlan:
+    """The plan with one field's write turned into a skip (its base untouched)."""
+    actions = tuple(
+        planner.FieldAction(a.field, "skip_direction", a.value, a.previous, reason=why)
+        if a.field == name and a.target is not None
+        else a
+        for a in plan.actions
+    )
+    writes = any(a.target is not None for a in actions)
+    kind: planner.PlanKind = plan.kind if writes or plan.kind != "update" else "nothing"
+    return planner.PairPlan(kind, actions, plan.hubspot_id, plan.brevo_id, plan.reason, None)
