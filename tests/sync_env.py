@@ -81,10 +81,8 @@ def create_custom_fields(hs: HubSpotState, br: BrevoState, mapping: Mapping) -> 
         if spec.type == "category":
             category = "category"
             body["enumeration"] = [{"value": v, "label": label} for v, label in spec.enumeration]
-        try:
+        with contextlib.suppress(Exception):  # already there in this account
             br.create_attribute(category, spec.name, body)
-        except Exception:
-            pass
 
 
 @asynccontextmanager
