@@ -150,6 +150,26 @@ class DatabaseSettings(_Section):
         return v
 
 
+class SyncSettings(_Section):
+    """How often and how the daemon syncs; intervals in seconds."""
+
+    poll_interval: float = Field(default=30.0, gt=0)
+    reconcile_interval: float = Field(default=86_400.0, gt=0)
+    lookback_seconds: float = Field(default=120.0, ge=0)
+    default_region: str = "US"
+    mappings_dir: str = "mappings"
+    import_threshold: int = Field(default=50, ge=1)
+    batch_size: int = Field(default=100, ge=1, le=100)
+    max_delete_share: float = Field(default=0.2, ge=0, le=1)
+
+    @field_validator("default_region")
+    @classmethod
+    def _region(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Z]{2}", v):
+            raise ValueError("a two-letter country code in capitals, such as US, GB, FR or NO")
+        return v
+
+
 class LoggingSettings(_Section):
     level: LogLevel = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -163,6 +183,7 @@ class Settings(BaseSettings):
 
     connectors: Connectors
     database: DatabaseSettings = DatabaseSettings()
+    sync: SyncSettings = SyncSettings()
     logging: LoggingSettings = LoggingSettings()
 
     def secrets(self) -> list[str]:
