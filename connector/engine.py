@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -47,12 +47,42 @@ from connector.transforms import normalise_email
 log = structlog.get_logger(__name__)
 
 Mode = Literal["incremental", "resync", "reconcile", "retry"]
-BrevoLookup = Callable[[Sequence[str]], Awaitable[dict[str, BrevoContact]]]
 
 _SKEW = timedelta(seconds=5)
 
+IMPORT_TIMEOUT = 900.0
+"""Seconds an import may take before its records count as failed (they go to the DLQ)."""
+
 IMPORT_THRESHOLD = 50
 """From this many Brevo writes in one batch on, they go through ``/contacts/import``."""
+
+
+class BrevoSource(Protocol):
+    """Where the engine reads Brevo contacts it was not given: the API, or a resync's stage."""
+
+    async def by_ids(self, ids: Sequence[int]) -> dict[str, BrevoContact]:
+        """Contacts by Brevo id (as strings); absent ids are left out."""
+
+    async def by_emails(self, emails: Sequence[str]) -> dict[str, BrevoContact]:
+        """Contacts by normalised email; absent emails are left out."""
+
+
+class ApiBrevoSource:
+    """Brevo itself: 20 ids per call; by email one call each (Brevo has no batch read)."""
+
+    def __init__(self, brevo: BrevoClient) -> None:
+        self.brevo = brevo
+
+    async def by_ids(self, ids: Sequence[int]) -> dict[str, BrevoContact]:
+        return {str(c.id): c for c in await self.brevo.get_contacts_by_ids(ids)}
+
+    async def by_emails(self, emails: Sequence[str]) -> dict[str, BrevoContact]:
+        found: dict[str, BrevoContact] = {}
+        for email in emails:
+            contact = await self.brevo.get_contact(email, "email")
+            if contact is not None:
+                found[email] = contact
+        return found
 
 
 @dataclass(frozen=True)
@@ -93,6 +123,7 @@ class _Pair:
     br_mapped: MappedRecord | None = None
     failed: bool = False
     error: str = ""
+    brevo_readback: BrevoContact | None = None
 
     @property
     def hubspot_id(self) -> str | None:
@@ -107,7 +138,7 @@ class _Pair:
         return self.link.brevo_id if self.link else None
 
 
-def _hubspot_modified(obj: HubSpotObject, prop: str) -> datetime:
+def hubspot_modified(obj: HubSpotObject, prop: str) -> datetime:
     raw = obj.properties.get(prop)
     if raw:
         try:
@@ -162,6 +193,7 @@ class SyncEngine:
         self.identity = mapping.identity_field
         self.hs_props = [*mapping.hubspot_properties(), last_modified_property(self.object_type)]
         self.modified_prop = last_modified_property(self.object_type)
+        self.api_source = ApiBrevoSource(brevo)
 
     # --- the pass ----------------------------------------------------------------------------
 
@@ -174,7 +206,7 @@ class SyncEngine:
         brevo_ids: Sequence[str] = (),
         mode: Mode = "incremental",
         dry_run: bool = False,
-        brevo_lookup: BrevoLookup | None = None,
+        brevo_source: BrevoSource | None = None,
         out: Outcome | None = None,
         follow_up: bool = False,
     ) -> Outcome:
@@ -190,11 +222,11 @@ class SyncEngine:
         if missing_hs:
             for r in await self._read_hubspot(missing_hs, by_email=False):
                 hs_records[r.id] = r
+        source = brevo_source or self.api_source
         if missing_br:
-            for c in await self.brevo.get_contacts_by_ids([int(i) for i in missing_br]):
-                br_records[str(c.id)] = c
+            br_records.update(await source.by_ids([int(i) for i in missing_br]))
 
-        pairs, no_email = await self._pair(hs_records, br_records, brevo_lookup, out)
+        pairs, no_email = await self._pair(hs_records, br_records, source, out)
         await self._plan(pairs, out)
         for p in pairs:
             if p.plan is not None:
@@ -225,19 +257,11 @@ class SyncEngine:
         )
         return [r for r in result.results if not r.archived]
 
-    async def _lookup_brevo_by_email(self, emails: Sequence[str]) -> dict[str, BrevoContact]:
-        found: dict[str, BrevoContact] = {}
-        for email in emails:
-            contact = await self.brevo.get_contact(email, "email")
-            if contact is not None:
-                found[email] = contact
-        return found
-
     async def _pair(
         self,
         hs_records: dict[str, HubSpotObject],
         br_records: dict[str, BrevoContact],
-        brevo_lookup: BrevoLookup | None,
+        source: BrevoSource,
         out: Outcome,
     ) -> tuple[list[_Pair], list[tuple[str, str]]]:
         """Group records into pairs by link, then by email; read the missing counterparts."""
@@ -300,12 +324,10 @@ class SyncEngine:
                 continue
             p.brevo = c
 
-        await self._complete(list(pairs.values()), brevo_lookup, out)
+        await self._complete(list(pairs.values()), source, out)
         return list(pairs.values()), no_email
 
-    async def _complete(
-        self, pairs: list[_Pair], brevo_lookup: BrevoLookup | None, out: Outcome
-    ) -> None:
+    async def _complete(self, pairs: list[_Pair], source: BrevoSource, out: Outcome) -> None:
         """Read each pair's missing side: by linked id where known, else by email."""
         hs_by_id = [p for p in pairs if p.hubspot is None and p.link and p.link.hubspot_id]
         hs_by_email = [p for p in pairs if p.hubspot is None and not (p.link and p.link.hubspot_id)]
@@ -326,14 +348,13 @@ class SyncEngine:
                 p.hubspot = got_by_key.get(p.key)
         if br_by_id:
             br_ids = [int(p.link.brevo_id) for p in br_by_id if p.link and p.link.brevo_id]
-            got_br = {str(c.id): c for c in await self.brevo.get_contacts_by_ids(br_ids)}
+            got_br = await source.by_ids(br_ids)
             for p in br_by_id:
                 assert p.link is not None and p.link.brevo_id is not None
                 p.brevo = got_br.get(p.link.brevo_id)
         if br_by_email:
-            lookup = brevo_lookup or self._lookup_brevo_by_email
             emails = [p.key for p in br_by_email if p.key]
-            found_br = await lookup(emails) if emails else {}
+            found_br = await source.by_emails(emails) if emails else {}
             for p in br_by_email:
                 p.brevo = found_br.get(p.key or "")
         # A record found by email may already be linked to something else: leave such pairs.
@@ -368,7 +389,7 @@ class SyncEngine:
             if p.hubspot is not None:
                 p.hs_mapped = self.mapping.to_brevo(p.hubspot.properties)
                 hs_side = p.hs_mapped.side_record(
-                    p.hubspot.id, _hubspot_modified(p.hubspot, self.modified_prop)
+                    p.hubspot.id, hubspot_modified(p.hubspot, self.modified_prop)
                 )
             if p.brevo is not None:
                 p.br_mapped = self.mapping.to_hubspot(_brevo_view(p.brevo))
@@ -535,62 +556,92 @@ class SyncEngine:
     async def _import_brevo(self, pairs: list[_Pair], out: Outcome) -> None:
         """Many Brevo writes as one import, then read back to confirm what Brevo kept."""
         rows: list[ImportRow] = []
+        imported: list[_Pair] = []
         for p in pairs:
             email, attrs = self._brevo_payload(p)
-            target_email = email or (p.brevo.email if p.brevo else None) or p.key
             if p.brevo is not None and email is not None:
-                # an email change on an existing contact cannot go through an import (it keys
-                # on email): send it as a single update
+                # an import keys on email, so an email change goes as a single update
                 await self._write_brevo_one(p, out)
                 continue
-            rows.append(ImportRow(email=target_email or "", attributes=attrs, ext_id=p.hubspot_id))
+            target = email or (p.brevo.email if p.brevo else None) or p.key
+            rows.append(ImportRow(email=target or "", attributes=attrs, ext_id=p.hubspot_id))
+            imported.append(p)
         if not rows:
             return
         started = self.clock()
         try:
             process_ids = await self.brevo.import_contacts(rows, list_ids=self.import_list_ids)
-            await self.brevo.wait_for_import(
-                process_ids, poll_every=self.import_poll_every, budget=max(10, 4 * len(process_ids))
-            )
+            missing = await self._confirm_import(imported, started, process_ids, out)
         except ApiError as e:
-            for p in pairs:
+            for p in imported:
                 p.failed, p.error = True, f"brevo import: {e}"
-            out.counts["failed"] += len(pairs)
+            out.counts["failed"] += len(imported)
             out.failures.append(str(e))
             return
-        out.counts["brevo_imported"] += len(rows)
-        await self._confirm_import(pairs, started, out)
+        out.counts["brevo_imported"] += len(rows) - missing
 
-    async def _confirm_import(self, pairs: list[_Pair], since: datetime, out: Outcome) -> None:
-        """Read back what the import wrote; a value Brevo did not keep fails its record."""
-        wanted = {p.key: p for p in pairs if not p.failed and p.key}
+    async def _confirm_import(
+        self, pairs: list[_Pair], since: datetime, process_ids: Sequence[int], out: Outcome
+    ) -> int:
+        """Read the imported contacts back until all are there; fail values Brevo dropped.
+
+        Completion is seen by reading the contacts (the contacts budget is 36,000/h), not by
+        polling ``/processes`` (100/h): that is asked only once the read-backs stop making
+        progress, to tell "still running" from "finished without these contacts".
+        Returns how many records failed.
+        """
+        wanted = {p.key: p for p in pairs if p.key}
         seen: dict[str, BrevoContact] = {}
-        async for c in self.brevo.iter_contacts(modified_since=since - _SKEW):
-            key = normalise_email(c.email)
-            if key in wanted:
-                seen[key] = c
+        wait = self.import_poll_every
+        waited = 0.0
+        checked_process = False
+        while True:
+            await asyncio.sleep(wait)
+            waited += wait
+            async for c in self.brevo.iter_contacts(modified_since=since - _SKEW):
+                key = normalise_email(c.email)
+                if key in wanted and self._kept_all(wanted[key], c):
+                    seen[key] = c
+            if len(seen) == len(wanted) or waited >= IMPORT_TIMEOUT:
+                break
+            if not checked_process and waited >= 8 * self.import_poll_every:
+                checked_process = True
+                procs = [await self.brevo.get_process(pid) for pid in process_ids]
+                if all(pr.done for pr in procs):
+                    break  # finished: what is missing now, Brevo did not keep
+            wait = min(wait * 2, 30.0)
+        failed = 0
         for key, p in wanted.items():
             contact = seen.get(key)
-            if contact is None:
-                p.failed, p.error = True, "brevo import: contact not found after the import"
-                out.counts["failed"] += 1
+            if contact is not None:
+                p.brevo = contact
                 continue
-            p.brevo = contact
-            kept = self.mapping.to_hubspot(_brevo_view(contact))
-            assert p.plan is not None
-            lost = [
-                f
-                for f, v in p.plan.writes("brevo").items()
-                if f != self.identity and kept.values.get(f) != v
-            ]
-            if lost:
-                p.failed = True
-                p.error = (
-                    "Brevo did not keep "
-                    + ", ".join(self.mapping.field_by_key(f).brevo for f in lost)
-                    + " (wrong attribute type, or the attribute does not exist: run mappings check)"
-                )
-                out.counts["failed"] += 1
+            p.failed = True
+            fields = ", ".join(self.mapping.field_by_key(f).brevo for f in self._lost(p))
+            p.error = (
+                f"Brevo did not keep {fields or 'the contact'} after the import (wrong attribute "
+                "type, or the attribute does not exist: run connector mappings check)"
+            )
+            failed += 1
+        out.counts["failed"] += failed
+        return failed
+
+    def _kept_all(self, p: _Pair, contact: BrevoContact) -> bool:
+        p.brevo_readback = contact
+        return not self._lost(p)
+
+    def _lost(self, p: _Pair) -> list[str]:
+        """The fields of the plan whose value the read-back Brevo contact does not hold."""
+        assert p.plan is not None
+        contact = p.brevo_readback
+        if contact is None:
+            return [f for f in p.plan.writes("brevo") if f != self.identity]
+        kept = self.mapping.to_hubspot(_brevo_view(contact))
+        return [
+            f
+            for f, v in p.plan.writes("brevo").items()
+            if f != self.identity and kept.values.get(f) != v
+        ]
 
     # --- recording ---------------------------------------------------------------------------
 

@@ -40,6 +40,7 @@ TABLES = {
     "skipped_records",
     "oauth_tokens",
     "leases",
+    "sync_history",
 }
 
 
@@ -108,9 +109,11 @@ def test_migrations_are_found_and_have_one_head() -> None:
     directory = db.migrations_dir()
     assert (directory / "env.py").is_file()
     assert (directory / "versions" / "0001_initial.py").is_file()
+    assert (directory / "versions" / "0002_sync_history.py").is_file()
     script = ScriptDirectory.from_config(db.alembic_config())
     assert len(script.get_heads()) == 1
-    assert db.head_revision() == script.get_current_head() == "0001"
+    newest = max(p.name.split("_")[0] for p in (directory / "versions").glob("[0-9]*.py"))
+    assert db.head_revision() == script.get_current_head() == newest
 
 
 def test_every_migration_up_and_down(

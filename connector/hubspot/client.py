@@ -510,6 +510,38 @@ class HubSpotClient:
         page_size: int = LIST_PAGE_MAX,
     ) -> AsyncIterator[HubSpotObject]:
         """Every record of a type, page by page (``archived=True``: only archived ones)."""
+        seen: set[str] = set()
+        after: str | None = None
+        while True:
+            page, after = await self.list_page(
+                object_type, properties, after=after, archived=archived, page_size=page_size
+            )
+            for item in page:
+                yield item
+            if after is None:
+                return
+            if after in seen:
+                raise ApiError(
+                    f"paging loop: HubSpot returned the page token {after!r} twice",
+                    system=SYSTEM,
+                    endpoint=f"GET {self.paths.objects(object_type).template}",
+                    category="PAGING_LOOP",
+                )
+            seen.add(after)
+
+    async def list_page(
+        self,
+        object_type: str,
+        properties: Sequence[str],
+        *,
+        after: str | None = None,
+        archived: bool = False,
+        page_size: int = LIST_PAGE_MAX,
+    ) -> tuple[list[HubSpotObject], str | None]:
+        """One page of the list API and the token of the next (``None`` after the last page).
+
+        A resync keeps the token as its checkpoint, so an interrupted run resumes there.
+        """
         route = self.paths.objects(object_type)
         params: dict[str, Any] = {
             "limit": min(page_size, LIST_PAGE_MAX),
@@ -517,23 +549,12 @@ class HubSpotClient:
         }
         if properties:
             params["properties"] = ",".join(properties)
-        seen: set[str] = set()
-        while True:
-            data = await self._request("GET", route, params=params)
-            for item in data.get("results") or []:
-                yield HubSpotObject.from_api(item)
-            after = _next_after(data)
-            if after is None:
-                return
-            if after in seen:
-                raise ApiError(
-                    f"paging loop: HubSpot returned the page token {after!r} twice",
-                    system=SYSTEM,
-                    endpoint=f"GET {route.template}",
-                    category="PAGING_LOOP",
-                )
-            seen.add(after)
+        if after is not None:
             params["after"] = after
+        data = await self._request("GET", route, params=params)
+        return [HubSpotObject.from_api(item) for item in data.get("results") or []], _next_after(
+            data
+        )
 
     async def get_object(
         self,

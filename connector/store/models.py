@@ -27,6 +27,7 @@ InboxStatus = Literal["pending", "processing", "done", "failed", "dead"]
 JobStatus = Literal["pending", "running", "succeeded", "failed", "dead"]
 RunKind = Literal["pull", "resync", "worker", "reconcile", "test"]
 RunStatus = Literal["running", "ok", "failed", "interrupted"]
+HistoryDirection = Literal["to_brevo", "to_hubspot"]
 
 NAMING_CONVENTION: dict[str, str] = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -128,6 +129,25 @@ class FieldState(Base):
     synced_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     link: Mapped[Link] = relationship(back_populates="field_states", lazy="raise")
+
+
+class SyncHistory(Base):
+    """One field value that travelled: which way, the rule that decided it, when (no values)."""
+
+    __tablename__ = "sync_history"
+    __table_args__ = (sa.Index(None, "link_id", "synced_at"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    object_type: Mapped[str]
+    link_id: Mapped[int] = mapped_column(BigIntPK, sa.ForeignKey("links.id", ondelete="CASCADE"))
+    #: The mapping's field key.
+    field: Mapped[str]
+    direction: Mapped[HistoryDirection] = mapped_column(sa.String())
+    #: The plan's ``rule_used`` (``hubspot_changed``, ``latest_wins``, ``create``, …).
+    decided_by: Mapped[str]
+    #: When the source side last modified the record, if known.
+    origin_modified_at: Mapped[datetime | None]
+    synced_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Cursor(Base):
@@ -264,6 +284,44 @@ class Lease(Base):
     expires_at: Mapped[datetime]
 
 
+class ResyncStage(Base):
+    """A resync's copy of one Brevo contact, kept only while that resync runs.
+
+    Brevo cannot read contacts by email in batches, so a resync streams Brevo once into this
+    table and pairs HubSpot's pages against it with SQL: memory stays flat however large the
+    account. The rows are deleted when the resync ends.
+    """
+
+    __tablename__ = "resync_stage"
+    __table_args__ = (
+        sa.Index(None, "object_type", "identity_key"),
+        sa.Index(None, "object_type", "brevo_id"),
+        sa.Index(None, "object_type", "matched", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    object_type: Mapped[str]
+    brevo_id: Mapped[str]
+    identity_key: Mapped[str | None]
+    payload: Mapped[dict[str, Any]] = mapped_column(sa.JSON())
+    matched: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+
+
+class ResyncCheckpoint(Base):
+    """Where a running resync of one object type stands, so an interrupted one resumes."""
+
+    __tablename__ = "resync_checkpoints"
+
+    object_type: Mapped[str] = mapped_column(primary_key=True)
+    mode: Mapped[str]
+    phase: Mapped[str]
+    after: Mapped[str | None]
+    last_stage_id: Mapped[int] = mapped_column(sa.BigInteger(), default=0, server_default="0")
+    counts: Mapped[dict[str, int]] = mapped_column(sa.JSON(), default=dict)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
 __all__ = [
     "NAMING_CONVENTION",
     "Base",
@@ -271,6 +329,7 @@ __all__ = [
     "Cursor",
     "DeadLetter",
     "FieldState",
+    "HistoryDirection",
     "InboxItem",
     "InboxSource",
     "InboxStatus",
@@ -279,10 +338,13 @@ __all__ = [
     "Lease",
     "Link",
     "OAuthToken",
+    "ResyncCheckpoint",
+    "ResyncStage",
     "Run",
     "RunKind",
     "RunStatus",
     "SkippedRecord",
+    "SyncHistory",
     "System",
     "UTCDateTime",
     "utcnow",

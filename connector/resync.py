@@ -1,0 +1,236 @@
+"""Full resync (and the scheduled reconciliation): both sides compared in full, streaming.
+
+Three phases, each resumable (``resync_checkpoints``):
+
+1. **stage** — stream every Brevo contact (``GET /contacts``, pages of 1,000) into the
+   ``resync_stage`` table;
+2. **hubspot** — stream every HubSpot record (the list API, pages of 100; ``--since``: the
+   search API) and hand each page to the engine, which pairs it with the staged Brevo contacts
+   by link and email in SQL, plans, and writes (Brevo through ``/contacts/import``);
+   the page token is the checkpoint;
+3. **brevo** — the staged Brevo contacts no HubSpot page claimed, in batches: created in
+   HubSpot, or paired with HubSpot records by email.
+
+Memory stays flat: a page at a time, the rest in the database. Ctrl-C or a crash leaves the
+checkpoint; the next run of the same mode resumes there (a page done twice writes nothing the
+second time: no-op writes are never sent). ``dry_run`` plans without writing to either API or
+the ledger and always starts afresh.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+import structlog
+
+from connector.brevo.models import BrevoContact
+from connector.engine import Mode, Outcome, SyncEngine
+from connector.store import stage
+from connector.transforms import normalise_email
+
+log = structlog.get_logger(__name__)
+
+ResyncMode = Literal["resync", "reconcile", "initial"]
+STAGE_BATCH = 1_000
+SYNC_BATCH = 1_000
+"""HubSpot records per engine pass in a resync: each pass sends at most one Brevo import."""
+
+
+class ResyncProgress(Protocol):
+    """What a resync reports as it goes (the CLI draws rich progress bars from it)."""
+
+    def phase(self, name: str, total: int | None) -> None: ...
+
+    def advance(self, n: int) -> None: ...
+
+
+def contact_payload(c: BrevoContact) -> dict[str, Any]:
+    """A contact as Brevo's JSON (what ``BrevoContact.from_api`` reads back)."""
+    return {
+        "id": c.id,
+        "email": c.email,
+        "ext_id": c.ext_id,
+        "attributes": c.attributes,
+        "listIds": c.list_ids,
+        "emailBlacklisted": c.email_blacklisted,
+        "smsBlacklisted": c.sms_blacklisted,
+        "createdAt": c.created_at.isoformat(),
+        "modifiedAt": c.modified_at.isoformat(),
+    }
+
+
+class StagedBrevo:
+    """The engine's Brevo source during a resync: the stage table, not the API."""
+
+    def __init__(self, engine: SyncEngine) -> None:
+        self.engine = engine
+        self.claimed: set[str] = set()
+
+    async def by_ids(self, ids: Sequence[int]) -> dict[str, BrevoContact]:
+        async with self.engine.sessions() as s:
+            rows = await stage.by_brevo_ids(s, self.engine.object_type, [str(i) for i in ids])
+        self.claimed.update(r.brevo_id for r in rows)
+        return {r.brevo_id: BrevoContact.from_api(r.payload) for r in rows}
+
+    async def by_emails(self, emails: Sequence[str]) -> dict[str, BrevoContact]:
+        async with self.engine.sessions() as s:
+            rows = await stage.by_identity_keys(s, self.engine.object_type, list(emails))
+        self.claimed.update(r.brevo_id for r in rows)
+        return {r.identity_key: BrevoContact.from_api(r.payload) for r in rows if r.identity_key}
+
+
+def _ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+async def resync(
+    engine: SyncEngine,
+    *,
+    mode: ResyncMode = "resync",
+    since: datetime | None = None,
+    dry_run: bool = False,
+    progress: ResyncProgress | None = None,
+) -> Outcome:
+    """Compare both sides in full and write only the differences; see the module docstring."""
+    out = Outcome()
+    obj = engine.object_type
+    engine_mode: Mode = "resync" if mode != "reconcile" else "reconcile"
+    async with engine.sessions() as s, s.begin():
+        cp = await stage.load_checkpoint(s, obj)
+        if cp is None or cp.mode != mode or dry_run or since is not None:
+            await stage.clear(s, obj)
+            cp = stage.Checkpoint(obj, mode)
+            await stage.save_checkpoint(s, cp)
+        else:
+            log.info("resync.resume", object_type=obj, phase=cp.phase)
+            out.counts["resumed"] += 1
+    source = StagedBrevo(engine)
+
+    if cp.phase == "stage":
+        await _stage_brevo(engine, cp, since, progress, out)
+    if cp.phase == "hubspot":
+        await _hubspot_pages(engine, cp, since, source, engine_mode, dry_run, progress, out)
+    if cp.phase == "brevo":
+        await _brevo_rest(engine, cp, source, engine_mode, dry_run, progress, out)
+    async with engine.sessions() as s, s.begin():
+        await stage.clear(s, obj)
+    return out
+
+
+async def _save(engine: SyncEngine, cp: stage.Checkpoint) -> None:
+    async with engine.sessions() as s, s.begin():
+        await stage.save_checkpoint(s, cp)
+
+
+async def _stage_brevo(
+    engine: SyncEngine,
+    cp: stage.Checkpoint,
+    since: datetime | None,
+    progress: ResyncProgress | None,
+    out: Outcome,
+) -> None:
+    stream = engine.brevo.iter_contacts(modified_since=since)
+    if progress:
+        progress.phase("Reading Brevo", None)
+    rows: list[stage.StagedRow] = []
+
+    async def flush() -> None:
+        async with engine.sessions() as s, s.begin():
+            await stage.add_rows(s, engine.object_type, rows)
+        if progress:
+            progress.advance(len(rows))
+        out.counts["brevo_read"] += len(rows)
+        rows.clear()
+
+    async for c in stream:
+        rows.append(stage.StagedRow(0, str(c.id), normalise_email(c.email), contact_payload(c)))
+        if len(rows) >= STAGE_BATCH:
+            await flush()
+    await flush()
+    cp.phase, cp.after = "hubspot", None
+    await _save(engine, cp)
+
+
+async def _hubspot_pages(
+    engine: SyncEngine,
+    cp: stage.Checkpoint,
+    since: datetime | None,
+    source: StagedBrevo,
+    mode: Mode,
+    dry_run: bool,
+    progress: ResyncProgress | None,
+    out: Outcome,
+) -> None:
+    if progress:
+        progress.phase("Syncing HubSpot records", None)
+
+    async def one_batch(page: list[Any]) -> None:
+        source.claimed.clear()
+        await engine.sync(hubspot=page, mode=mode, dry_run=dry_run, brevo_source=source, out=out)
+        async with engine.sessions() as s, s.begin():
+            await stage.mark_matched(s, engine.object_type, sorted(source.claimed))
+        out.counts["hubspot_read"] += len(page)
+        if progress:
+            progress.advance(len(page))
+
+    if since is not None:  # only what changed since a date: the search API, not resumable
+        now = datetime.now(UTC)
+        batch: list[Any] = []
+        async for o in engine.hubspot.search_modified(
+            engine.object_type, _ms(since), _ms(now), engine.hs_props
+        ):
+            batch.append(o)
+            if len(batch) >= SYNC_BATCH:
+                await one_batch(batch)
+                batch = []
+        if batch:
+            await one_batch(batch)
+    else:
+        after = cp.after
+        pending: list[Any] = []
+        while True:
+            page, after = await engine.hubspot.list_page(
+                engine.object_type, engine.hs_props, after=after
+            )
+            pending += page
+            if len(pending) >= SYNC_BATCH or after is None:
+                # many pages per engine pass: one Brevo import per SYNC_BATCH records
+                if pending:
+                    await one_batch(pending)
+                    pending = []
+                cp.after = after
+                if after is None:
+                    break
+                await _save(engine, cp)
+    cp.phase, cp.after = "brevo", None
+    await _save(engine, cp)
+
+
+async def _brevo_rest(
+    engine: SyncEngine,
+    cp: stage.Checkpoint,
+    source: StagedBrevo,
+    mode: Mode,
+    dry_run: bool,
+    progress: ResyncProgress | None,
+    out: Outcome,
+) -> None:
+    async with engine.sessions() as s:
+        total = await stage.count(s, engine.object_type, unmatched=True)
+    if progress:
+        progress.phase("Syncing Brevo-only contacts", total)
+    while True:
+        async with engine.sessions() as s:
+            rows = await stage.unmatched_after(s, engine.object_type, cp.last_stage_id, SYNC_BATCH)
+        if not rows:
+            break
+        contacts = [BrevoContact.from_api(r.payload) for r in rows]
+        await engine.sync(brevo=contacts, mode=mode, dry_run=dry_run, brevo_source=source, out=out)
+        cp.last_stage_id = rows[-1].id
+        await _save(engine, cp)
+        if progress:
+            progress.advance(len(rows))
+    cp.phase = "done"
+    await _save(engine, cp)
