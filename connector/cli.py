@@ -16,7 +16,9 @@ import asyncio
 import contextlib
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -142,6 +144,172 @@ def db_current(ctx: click.Context) -> None:
     head = db.head_revision()
     state = "up to date" if current == head else "run: connector db upgrade"
     click.echo(f"current: {current or 'none'}  head: {head}  ({state})")
+
+
+# --- mappings ----------------------------------------------------------------------------
+
+
+async def _mappings_check(settings: Settings, create_missing: bool, offline: bool) -> int:
+    from connector.mapping_live import CreateMissingError, Report, check_directory
+    from connector.runtime import Runtime
+
+    folder, region = settings.sync.mappings_dir, settings.sync.default_region
+    try:
+        if offline:
+            report: Report = await check_directory(folder, default_region=region)
+        else:
+            async with Runtime.open(settings, load_engines=False) as rt:
+                report = await check_directory(
+                    folder,
+                    default_region=region,
+                    hubspot=rt.hubspot,
+                    brevo=rt.brevo,
+                    create=create_missing,
+                )
+    except CreateMissingError as e:
+        for item in e.created:
+            click.echo(f"created {item}")
+        click.secho(scrub(str(e)), fg="red", err=True)
+        return 1
+    except ConfigError:
+        raise
+    except ConnectorError as e:  # an API error (401, network…): its message is scrubbed
+        click.secho(scrub(str(e)), fg="red", err=True)
+        return 1
+    for problem in report.problems:
+        click.secho(scrub(str(problem)), fg="red" if problem.severity == "error" else "yellow")
+    for item in report.created:
+        click.echo(f"created {item}")
+    errors, warnings = report.errors, report.warnings
+    summary = f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}"
+    if offline:
+        summary += " (offline: live checks skipped)"
+    elif not report.live:
+        summary += " (live checks skipped: fix the errors first)"
+    else:
+        files = len(report.live)
+        summary += f" ({files} mapping file{'s' * (files != 1)} checked against HubSpot and Brevo)"
+    click.echo(summary)
+    return 1 if errors else 0
+
+
+@cli.group("mappings")
+def mappings_group() -> None:
+    """Field mappings (sync.mappings_dir, *.yaml)."""
+
+
+@mappings_group.command("check")
+@click.option(
+    "--create-missing",
+    is_flag=True,
+    help="Create the missing Brevo attributes and HubSpot properties, then check again.",
+)
+@click.option("--offline", is_flag=True, help="Static checks only: no API call.")
+@click.pass_context
+def mappings_check(ctx: click.Context, create_missing: bool, offline: bool) -> None:
+    """Check every mapping file, then against HubSpot and Brevo. Exit 1 on any error."""
+    if create_missing and offline:
+        raise click.UsageError("--create-missing needs the APIs: drop --offline")
+    settings = _settings(ctx)
+    sys.exit(asyncio.run(_mappings_check(settings, create_missing, offline)))
+
+
+# --- resync ------------------------------------------------------------------------------
+
+
+def _parse_since(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a date: use YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS", param_hint="--since"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+async def _resync(
+    settings: Settings,
+    objects: list[str],
+    direction: str | None,
+    since: datetime | None,
+    dry_run: bool,
+) -> int:
+    from rich.console import Console
+
+    from connector.resync import resync
+    from connector.resync_view import (
+        RichResyncProgress,
+        plan_table,
+        print_samples,
+        summary_table,
+    )
+    from connector.runtime import Runtime
+    from connector.store import db
+
+    console = Console()
+    await asyncio.to_thread(db.upgrade, settings.database.url, "head")
+    failed = 0
+    async with Runtime.open(settings) as rt:
+        unknown = [o for o in objects if o not in rt.engines]
+        if unknown:
+            _fail(
+                f"not synced: {', '.join(unknown)} — enable it under connectors.hubspot.sync "
+                f"(synced now: {', '.join(rt.engines) or 'nothing'})",
+                2,
+            )
+        for object_type in objects or list(rt.engines):
+            engine = rt.engines[object_type]
+            if direction:
+                engine.direction = direction  # type: ignore[assignment]
+            started = time.monotonic()
+            try:
+                with RichResyncProgress(console, object_type) as progress:
+                    out = await resync(engine, since=since, dry_run=dry_run, progress=progress)
+            except KeyboardInterrupt:
+                console.print("Interrupted: the next resync resumes where this one stopped.")
+                return 130
+            seconds = time.monotonic() - started
+            if dry_run:
+                console.print(plan_table(object_type, out))
+                print_samples(console, out)
+            else:
+                console.print(summary_table(object_type, out, seconds))
+            failed += out.counts.get("failed", 0)
+            for line in out.failures[:5]:
+                console.print(f"[red]{scrub(line)}[/red]", highlight=False)
+    return 1 if failed else 0
+
+
+@cli.command("resync")
+@click.option("--objects", default="", help="Comma-separated object types (default: all synced).")
+@click.option(
+    "--direction",
+    type=click.Choice(["bidirectional", "hubspot_to_brevo", "brevo_to_hubspot"]),
+    default=None,
+    help="Override connectors.hubspot.direction for this run.",
+)
+@click.option("--since", default=None, help="Only records modified since this date (UTC).")
+@click.option("--dry-run", is_flag=True, help="Show the plan; write nothing.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def resync_cmd(
+    ctx: click.Context,
+    objects: str,
+    direction: str | None,
+    since: str | None,
+    dry_run: bool,
+    yes: bool,
+) -> None:
+    """Full sync: stream every record of both sides, write only the differences."""
+    settings = _settings(ctx)
+    wanted = [o.strip() for o in objects.split(",") if o.strip()]
+    if not dry_run and not yes:
+        if not sys.stdin.isatty():
+            _fail("resync writes to both accounts: add --yes (or try --dry-run first)", 2)
+        click.confirm("Resync writes to both HubSpot and Brevo. Continue?", abort=True)
+    sys.exit(asyncio.run(_resync(settings, wanted, direction, _parse_since(since), dry_run)))
 
 
 # --- sandbox and demo --------------------------------------------------------------------
