@@ -245,7 +245,11 @@ class SyncEngine:
             # HubSpot fills calculated properties (deal counts, …) on a new record: read the
             # new records back once so those values reach Brevo in this same cycle.
             await self.sync(
-                hubspot_ids=[i for i in created if i], mode=mode, out=out, follow_up=True
+                hubspot_ids=[i for i in created if i],
+                mode=mode,
+                out=out,
+                follow_up=True,
+                brevo_source=brevo_source,
             )
         return out
 
@@ -417,7 +421,7 @@ class SyncEngine:
         to_br: list[_Pair] = []
         for p in pairs:
             plan = p.plan
-            if plan is None or plan.kind in ("skip", "nothing"):
+            if plan is None or plan.kind == "skip":
                 continue
             if plan.kind == "create_in_hubspot":
                 to_hs_create.append(p)
@@ -426,11 +430,20 @@ class SyncEngine:
             else:
                 if plan.writes("hubspot"):
                     to_hs_update.append(p)
-                if plan.writes("brevo"):
+                if plan.writes("brevo") or self._needs_ext_id(p):
                     to_br.append(p)
         await asyncio.gather(
             self._write_hubspot(to_hs_update, to_hs_create, out),
             self._write_brevo(to_br, mode, out),
+        )
+
+    def _needs_ext_id(self, p: _Pair) -> bool:
+        """A linked Brevo contact whose EXT_ID does not hold its HubSpot id yet."""
+        return (
+            p.brevo is not None
+            and p.hubspot is not None
+            and p.brevo.ext_id != p.hubspot.id
+            and self.direction != "brevo_to_hubspot"
         )
 
     def _hubspot_payload(self, p: _Pair) -> dict[str, str | None]:
