@@ -3,6 +3,10 @@
     connector [--config PATH] test          the connection test (✓/✗ per check)
     connector [--config PATH] db upgrade    bring the state database to the newest schema
     connector [--config PATH] db current    show the schema revision
+    connector [--config PATH] run [--once]  the daemon (scheduled pulls, reconciliation)
+    connector [--config PATH] status [--json]   connections, last syncs, counts, last error
+    connector [--config PATH] explain EMAIL     one contact's sync history
+    connector [--config PATH] dlq list|retry    dead letters: records that kept failing
     connector sandbox [--seed-contacts N]   run the HubSpot and Brevo sandboxes on loopback
     connector demo                          everything against the sandboxes, no accounts
 
@@ -310,6 +314,248 @@ def resync_cmd(
             _fail("resync writes to both accounts: add --yes (or try --dry-run first)", 2)
         click.confirm("Resync writes to both HubSpot and Brevo. Continue?", abort=True)
     sys.exit(asyncio.run(_resync(settings, wanted, direction, _parse_since(since), dry_run)))
+
+
+# --- run (the daemon) --------------------------------------------------------------------
+
+
+def _job_line(result: Any) -> str:
+    spec = result.job
+    where = " ".join(p for p in (spec.kind, spec.system, spec.object_type) if p)
+    counts = ", ".join(f"{k}={v}" for k, v in sorted(result.counts.items()) if v)
+    text = f"{where}: {result.status} in {result.seconds:.1f} s"
+    if counts:
+        text += f" — {counts}"
+    if result.error:
+        text += f" — {result.error}"
+    return scrub(text)
+
+
+async def _run_daemon(settings: Settings, once: bool) -> int:
+    from connector.daemon import Daemon
+    from connector.runtime import Runtime
+
+    async with Runtime.open(settings) as rt:
+        daemon = Daemon(rt)
+        daemon.install_signal_handlers()
+        try:
+            await daemon.prepare()
+        except ConnectorError as e:
+            _fail(str(e), 1)
+        if not rt.engines:
+            _fail("nothing to sync: enable an object under connectors.hubspot.sync", EXIT_CONFIG)
+        if not once:
+            await daemon.run()
+            return 0
+        results = await daemon.run_once()
+        for result in results:
+            click.echo(_job_line(result))
+        return 1 if any(r.status == "failed" for r in results) else 0
+
+
+@cli.command("run")
+@click.option("--once", is_flag=True, help="Run one cycle of every job, then exit.")
+@click.pass_context
+def run_cmd(ctx: click.Context, once: bool) -> None:
+    """The daemon: incremental pulls every poll_interval, reconciliation every
+    reconcile_interval, until SIGTERM (which finishes the batch in flight and exits 0)."""
+    settings = _settings(ctx)
+    fmt = settings.logging.format
+    configure_logging(
+        level=settings.logging.level,
+        fmt="json" if fmt == "auto" else fmt,
+        log_emails=settings.logging.log_emails,
+    )
+    sys.exit(asyncio.run(_run_daemon(settings, once)))
+
+
+# --- status, explain ---------------------------------------------------------------------
+
+
+async def _status(settings: Settings, as_json: bool) -> int:
+    import json
+
+    from rich.console import Console
+
+    from connector.status import gather, render
+
+    report = await gather(settings)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+    else:
+        render(report, Console(highlight=False), show_emails=settings.logging.log_emails)
+    return 0 if report.ok else 1
+
+
+@cli.command("status")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (stable keys).")
+@click.pass_context
+def status_cmd(ctx: click.Context, as_json: bool) -> None:
+    """Connections, last syncs, counts, dead letters, last error. Exit 1 if not connected."""
+    settings = _settings(ctx)
+    sys.exit(asyncio.run(_status(settings, as_json)))
+
+
+async def _store_ready(engine: Any) -> None:
+    """Exit 1 with the fix unless the database is reachable and migrated."""
+    from connector.store import db
+
+    health = await db.check(engine)
+    if not health.migrated:
+        _fail(f"The database is not ready: {health.error or 'run connector db upgrade'}", 1)
+
+
+async def _explain(settings: Settings, email: str, limit: int) -> int:
+    from rich.console import Console
+
+    from connector.explain import explain, render
+    from connector.mapping import Mapping, load_mapping
+    from connector.runtime import mapping_path
+    from connector.store import db
+
+    engine = db.create_engine(settings.database.url, sqlite_begin="DEFERRED")
+    try:
+        await _store_ready(engine)
+        async with db.session_factory(engine)() as s:
+            found = await explain(s, email, limit=limit)
+    finally:
+        await engine.dispose()
+    if found is None:
+        click.echo(f"No synced contact has the email {email.strip()}.", err=True)
+        return 1
+    mapping: Mapping | None
+    try:
+        mapping = load_mapping(
+            mapping_path(settings, "contacts"), default_region=settings.sync.default_region
+        )
+    except ConnectorError:
+        mapping = None
+    render(found, Console(highlight=False), mapping)
+    return 0
+
+
+@cli.command("explain")
+@click.argument("email")
+@click.option("--limit", default=200, show_default=True, help="Most history rows to show.")
+@click.pass_context
+def explain_cmd(ctx: click.Context, email: str, limit: int) -> None:
+    """The sync history of one contact: each field change, its direction, its rule, when."""
+    settings = _settings(ctx)
+    sys.exit(asyncio.run(_explain(settings, email, limit)))
+
+
+# --- dlq ---------------------------------------------------------------------------------
+
+
+@cli.group("dlq")
+def dlq_group() -> None:
+    """Dead letters: records that kept failing."""
+
+
+async def _dlq_list(settings: Settings, limit: int, as_json: bool) -> int:
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from connector.dlq import summary_row
+    from connector.log import mask_email
+    from connector.store import db, deadletters
+
+    engine = db.create_engine(settings.database.url, sqlite_begin="DEFERRED")
+    try:
+        await _store_ready(engine)
+        async with db.session_factory(engine)() as s:
+            letters = await deadletters.list_open(s, limit=limit)
+    finally:
+        await engine.dispose()
+    text = (lambda v: v) if settings.logging.log_emails else mask_email
+    rows = [summary_row(lt) for lt in letters]
+    if as_json:
+        for row in rows:
+            row["error"] = text(row["error"])
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    if not rows:
+        click.echo("No open dead letters.")
+        return 0
+    table = Table(title=f"Open dead letters ({len(rows)})", title_justify="left")
+    columns = ("ID", "When (UTC)", "System", "Object", "Record id", "Operation", "Error", "Tries")
+    for name in columns:
+        table.add_column(name)
+    for lt in letters:
+        table.add_row(
+            str(lt.id),
+            f"{lt.created_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}",
+            lt.system,
+            lt.object_type,
+            lt.object_id or "—",
+            lt.operation,
+            text(lt.error),
+            str(lt.attempts),
+        )
+    Console(highlight=False).print(table)
+    click.echo("Retry with: connector dlq retry ID (or --all)")
+    return 0
+
+
+@dlq_group.command("list")
+@click.option("--limit", default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="A JSON list.")
+@click.pass_context
+def dlq_list(ctx: click.Context, limit: int, as_json: bool) -> None:
+    """The open dead letters, oldest first."""
+    settings = _settings(ctx)
+    sys.exit(asyncio.run(_dlq_list(settings, limit, as_json)))
+
+
+async def _dlq_retry(settings: Settings, ids: list[int] | None) -> int:
+    from connector import dlq
+    from connector.daemon import LeaseBusy, default_worker_id, holding_lease
+    from connector.log import mask_email
+    from connector.runtime import Runtime
+
+    text = (lambda v: v) if settings.logging.log_emails else mask_email
+    async with Runtime.open(settings) as rt:
+        await _store_ready(rt.db_engine)
+        async with rt.sessions() as s:
+            letters, problems = await dlq.open_letters(s, ids)
+        for problem in problems:
+            click.echo(problem, err=True)
+        if not letters:
+            if not problems:
+                click.echo("No open dead letters.")
+            return 1 if problems else 0
+        results: list[dlq.RetryResult] = []
+        holder = f"dlq-retry:{default_worker_id()}"
+        for object_type in dict.fromkeys(lt.object_type for lt in letters):
+            mine = [lt for lt in letters if lt.object_type == object_type]
+            try:
+                async with holding_lease(rt.sessions, object_type, holder):
+                    results += await dlq.retry(rt.sessions, rt.engines, mine)
+            except LeaseBusy as e:
+                _fail(str(e), 1)
+    for r in results:
+        if r.resolved:
+            click.echo(f"✓ {r.letter.id} resolved ({r.letter.object_type} {r.letter.object_id})")
+        else:
+            why = text(r.error or "")
+            click.echo(scrub(f"✗ {r.letter.id} still failing (attempt {r.attempts}): {why}"))
+    resolved = sum(1 for r in results if r.resolved)
+    click.echo(f"\n{resolved} resolved, {len(results) - resolved} still open.")
+    return 0 if resolved == len(results) and not problems else 1
+
+
+@dlq_group.command("retry")
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--all", "retry_all", is_flag=True, help="Retry every open dead letter.")
+@click.pass_context
+def dlq_retry(ctx: click.Context, ids: tuple[int, ...], retry_all: bool) -> None:
+    """Sync the dead letters' records again; resolve the ones that now go through."""
+    if bool(ids) == retry_all:
+        raise click.UsageError("give dead-letter IDs or --all (see connector dlq list)")
+    settings = _settings(ctx)
+    sys.exit(asyncio.run(_dlq_retry(settings, None if retry_all else list(ids))))
 
 
 # --- sandbox and demo --------------------------------------------------------------------

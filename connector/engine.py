@@ -40,7 +40,7 @@ from connector.errors import ApiError, ConflictError, ValidationError
 from connector.hubspot.client import HubSpotClient, last_modified_property
 from connector.hubspot.models import HubSpotObject, RecordError
 from connector.mapping import MappedRecord, Mapping
-from connector.store import deadletters, skipped
+from connector.store import deadletters, history, skipped
 from connector.store import links as ledger
 from connector.transforms import normalise_email
 
@@ -663,6 +663,7 @@ class SyncEngine:
     ) -> None:
         now = self.clock()
         writes: list[ledger.PairWrite] = []
+        synced: list[_Pair] = []
         dead: list[_Pair] = []
         for p in pairs:
             plan = p.plan
@@ -687,15 +688,24 @@ class SyncEngine:
                     link_id=p.link.id if p.link else None,
                 )
             )
+            synced.append(p)
             self._events(p, out)
         async with self.sessions() as s, s.begin():
             if writes:
-                await ledger.save_pairs(s, self.object_type, writes, now=now)
+                link_ids = await ledger.save_pairs(s, self.object_type, writes, now=now)
+                await history.record(s, self._history(synced, link_ids, now))
             if no_email:
                 await skipped.record_skipped(s, "hubspot", self.object_type, no_email, now)
             synced_hs = [w.hubspot_id for w in writes if w.hubspot_id]
             if synced_hs:
                 await skipped.clear_skipped(s, "hubspot", self.object_type, synced_hs)
+            done: list[tuple[Literal["hubspot", "brevo"], str]] = [
+                ("hubspot", w.hubspot_id) for w in writes if w.hubspot_id
+            ] + [("brevo", w.brevo_id) for w in writes if w.brevo_id]
+            if done:
+                out.counts["dead_letters_resolved"] += await deadletters.resolve_records(
+                    s, self.object_type, done, now
+                )
             for p in dead:
                 await deadletters.add(
                     s,
@@ -711,6 +721,25 @@ class SyncEngine:
                 )
         out.counts["linked"] += len(writes)
         out.counts["dead_lettered"] += len(dead)
+
+    def _history(
+        self, pairs: Sequence[_Pair], link_ids: Sequence[int], now: datetime
+    ) -> list[history.HistoryEntry]:
+        """What travelled, for ``connector explain``: one entry per field written."""
+        entries: list[history.HistoryEntry] = []
+        for p, link_id in zip(pairs, link_ids, strict=True):
+            assert p.plan is not None
+            entries += history.from_actions(
+                self.object_type,
+                link_id,
+                p.plan.actions,
+                now,
+                hubspot_modified=hubspot_modified(p.hubspot, self.modified_prop)
+                if p.hubspot is not None
+                else None,
+                brevo_modified=p.brevo.modified_at if p.brevo is not None else None,
+            )
+        return entries
 
     def _events(self, p: _Pair, out: Outcome) -> None:
         plan = p.plan

@@ -7,7 +7,7 @@ needs (ids, operation, field names): the store is not a second CRM.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
@@ -86,10 +86,39 @@ async def add(
     attempts: int,
     now: datetime,
 ) -> int:
-    """Record a record that kept failing; its id. The error is scrubbed of secrets."""
+    """Record a record that kept failing; its id. The error is scrubbed of secrets.
+
+    One failing record keeps one open letter: if it already has one (same object type,
+    system and id), that letter gets the new error and one more attempt instead.
+    """
     text = scrub(error)
     if len(text) > MAX_ERROR_LEN:
         text = text[: MAX_ERROR_LEN - 1] + "…"
+    if object_id is not None:
+        existing = await session.scalar(
+            sa.select(DeadLetter.id)
+            .where(
+                DeadLetter.object_type == object_type,
+                DeadLetter.system == system,
+                DeadLetter.object_id == object_id,
+                DeadLetter.resolved_at.is_(None),
+            )
+            .order_by(DeadLetter.id)
+            .limit(1)
+        )
+        if existing is not None:
+            await session.execute(
+                sa.update(DeadLetter)
+                .where(DeadLetter.id == existing)
+                .values(
+                    error=text,
+                    operation=operation,
+                    payload=dict(payload),
+                    attempts=DeadLetter.attempts + attempts,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            return int(existing)
     stmt = (
         sa.insert(DeadLetter)
         .values(
@@ -106,6 +135,34 @@ async def add(
         .returning(DeadLetter.id)
     )
     return int((await session.execute(stmt)).scalar_one())
+
+
+async def resolve_records(
+    session: AsyncSession,
+    object_type: str,
+    records: Sequence[tuple[System, str]],
+    now: datetime,
+) -> int:
+    """Resolve the open letters of records that have now synced; how many were resolved."""
+    resolved = 0
+    by_system: dict[System, list[str]] = {}
+    for system, object_id in records:
+        by_system.setdefault(system, []).append(object_id)
+    for sys_name, ids in by_system.items():
+        for i in range(0, len(ids), 500):
+            result = await session.execute(
+                sa.update(DeadLetter)
+                .where(
+                    DeadLetter.object_type == object_type,
+                    DeadLetter.system == sys_name,
+                    DeadLetter.object_id.in_(ids[i : i + 500]),
+                    DeadLetter.resolved_at.is_(None),
+                )
+                .values(resolved_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            resolved += int(getattr(result, "rowcount", 0) or 0)
+    return resolved
 
 
 async def list_open(session: AsyncSession, limit: int = 100) -> list[DeadLetterRecord]:

@@ -1,0 +1,500 @@
+"""The daemon: scheduled incremental pulls and reconciliations, leased, recorded, stoppable.
+
+:class:`Daemon` runs, per enabled object type, three jobs: the incremental pull of HubSpot and
+of Brevo every ``sync.poll_interval`` seconds, and a full reconciliation every
+``sync.reconcile_interval`` (APScheduler 3, ``max_instances=1``, ``coalesce=True``).
+
+Every job run:
+
+1. waits for its object type's in-process lock (the jobs of one object type never overlap:
+   they share links, cursors and the resync stage table);
+2. takes the object type's lease in the database (:func:`lease_name`), so that of several
+   daemons on one database exactly one works on an object type at a time; a lease held by
+   someone else skips the run; a dead holder's lease is taken over once it expires. The lease
+   is renewed while the job runs and released after it;
+3. closes the ``running`` runs of a dead holder of that lease (``interrupted``), then records
+   its own run (``start_run`` … ``finish_run`` with the outcome's counts, ``ok`` or ``failed``
+   and the error) and logs one line with the counts.
+
+A failing job is logged and recorded; it never stops the daemon. :meth:`Daemon.stop` (SIGTERM,
+SIGINT) lets the batch in flight finish (the pull checks ``stop`` between batches), waits at
+most ``stop_grace`` seconds, cancels what is left (its run is recorded ``interrupted``; the
+cursors were committed batch by batch, so nothing is lost) and returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+import sqlalchemy as sa
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from connector.engine import Outcome
+from connector.errors import ConnectorError, scrub
+from connector.runtime import Runtime
+from connector.store import db, leases, runs
+from connector.store.models import Run, System
+
+log = structlog.get_logger(__name__)
+
+JobKind = Literal["pull", "reconcile"]
+JobStatus = Literal["ok", "failed", "skipped", "interrupted"]
+StopCheck = Callable[[], bool]
+PullFn = Callable[[str, System, StopCheck], Awaitable[Outcome]]
+"""``(object_type, system, stop) -> Outcome``: one incremental pull."""
+ReconcileFn = Callable[[str], Awaitable[Outcome]]
+"""``(object_type) -> Outcome``: one full reconciliation."""
+
+SYSTEMS: tuple[System, ...] = ("hubspot", "brevo")
+#: Default lease time to live; renewed every third of it while a job runs.
+LEASE_TTL = timedelta(seconds=60)
+#: Seconds a stop waits for the job in flight before cancelling it (systemd waits 15).
+STOP_GRACE = 6.0
+#: Most failure texts joined into a run's error.
+_MAX_FAILURES_SHOWN = 5
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def default_worker_id() -> str:
+    """``host:pid:random``: unique per process, readable in the ``leases`` table."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def lease_name(object_type: str) -> str:
+    """The database lease every job of ``object_type`` holds while it runs.
+
+    ``connector resync`` should hold it too, so that it never overlaps a daemon's job.
+    """
+    return f"sync:{object_type}"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One scheduled job: a pull of one side, or the reconciliation, of one object type."""
+
+    kind: JobKind
+    object_type: str
+    system: System | None = None
+
+    @property
+    def name(self) -> str:
+        if self.kind == "pull":
+            return f"pull:{self.system}:{self.object_type}"
+        return f"reconcile:{self.object_type}"
+
+
+@dataclass
+class JobResult:
+    """What one job run did; ``outcome`` is ``None`` unless the job ran to its end."""
+
+    job: JobSpec
+    status: JobStatus
+    outcome: Outcome | None = None
+    error: str | None = None
+    run_id: int | None = None
+    seconds: float = 0.0
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class LeaseBusy(ConnectorError):
+    """A daemon kept the object type's lease longer than a command would wait."""
+
+
+@asynccontextmanager
+async def holding_lease(
+    sessions: async_sessionmaker[AsyncSession],
+    object_type: str,
+    holder: str,
+    *,
+    ttl: timedelta = LEASE_TTL,
+    wait: float = 60.0,
+    poll: float = 0.5,
+) -> AsyncIterator[None]:
+    """Hold ``object_type``'s lease around a one-off command (``dlq retry``, ``resync``).
+
+    Waits up to ``wait`` seconds for a daemon's job to finish with it, renews it while the
+    command runs and releases it after; raises :class:`LeaseBusy` if it stays taken.
+    """
+    name = lease_name(object_type)
+    deadline = time.monotonic() + wait
+    while True:
+        async with sessions() as s, s.begin():
+            if await leases.acquire(s, name, holder, ttl, utcnow()):
+                break
+        if time.monotonic() >= deadline:
+            raise LeaseBusy(
+                f"a daemon is syncing {object_type} and kept it for {wait:g} s; try again"
+            )
+        await asyncio.sleep(poll)
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(ttl.total_seconds() / 3)
+            with contextlib.suppress(Exception):
+                async with sessions() as s, s.begin():
+                    await leases.renew(s, name, holder, ttl, utcnow())
+
+    keeper = asyncio.create_task(renew())
+    try:
+        yield
+    finally:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
+        async with sessions() as s, s.begin():
+            await leases.release(s, name, holder)
+
+
+class Daemon:
+    """The scheduler of one process; see the module docstring."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        worker_id: str | None = None,
+        objects: Sequence[str] | None = None,
+        pull: PullFn | None = None,
+        reconcile: ReconcileFn | None = None,
+        lease_ttl: timedelta = LEASE_TTL,
+        stop_grace: float = STOP_GRACE,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self.sessions = runtime.sessions
+        self.worker_id = worker_id or default_worker_id()
+        self.objects = list(objects if objects is not None else runtime.engines)
+        self._pull = pull or self._default_pull
+        self._reconcile = reconcile or self._default_reconcile
+        self.lease_ttl = lease_ttl
+        self.stop_grace = stop_grace
+        self.clock = clock
+        self._stopping = asyncio.Event()
+        self._locks = {o: asyncio.Lock() for o in self.objects}
+        self._running: set[asyncio.Task[JobResult]] = set()
+        self._pullers: dict[str, object] = {}
+        self.scheduler: AsyncIOScheduler | None = None
+        self.log = log.bind(worker=self.worker_id)
+
+    # --- jobs -------------------------------------------------------------------------------
+
+    def jobs(self) -> list[JobSpec]:
+        """Every job, in cycle order: per object, pull HubSpot, pull Brevo, reconcile."""
+        specs: list[JobSpec] = []
+        for object_type in self.objects:
+            specs += [JobSpec("pull", object_type, system) for system in SYSTEMS]
+            specs.append(JobSpec("reconcile", object_type))
+        return specs
+
+    async def _default_pull(self, object_type: str, system: System, stop: StopCheck) -> Outcome:
+        from connector.pull import Puller
+
+        puller = self._pullers.get(object_type)
+        if not isinstance(puller, Puller):
+            lookback = timedelta(seconds=self.settings.sync.lookback_seconds)
+            puller = Puller(self.runtime.engines[object_type], lookback=lookback)
+            self._pullers[object_type] = puller
+        return await puller.pull(system, stop=stop)
+
+    async def _default_reconcile(self, object_type: str) -> Outcome:
+        from connector.resync import resync
+
+        return await resync(self.runtime.engines[object_type], mode="reconcile")
+
+    async def _call(self, spec: JobSpec) -> Outcome:
+        if spec.kind == "pull":
+            assert spec.system is not None
+            return await self._pull(spec.object_type, spec.system, self._stopping.is_set)
+        return await self._reconcile(spec.object_type)
+
+    # --- one job run ------------------------------------------------------------------------
+
+    async def run_job(self, spec: JobSpec) -> JobResult:
+        """Run one job now: lock, lease, run record, the work, log line. Never raises
+        (except ``CancelledError``, after recording the run as ``interrupted``)."""
+        async with self._locks[spec.object_type]:
+            if self._stopping.is_set():
+                return JobResult(spec, "skipped", error="stopping")
+            if not await self._acquire(spec):
+                self.log.info("job.skipped", job=spec.name, reason="lease held by another daemon")
+                return JobResult(spec, "skipped", error="lease held by another daemon")
+            try:
+                return await self._leased(spec)
+            finally:
+                await self._release(spec)
+
+    async def _acquire(self, spec: JobSpec) -> bool:
+        name = lease_name(spec.object_type)
+        now = self.clock()
+        async with self.sessions() as s, s.begin():
+            if not await leases.acquire(s, name, self.worker_id, self.lease_ttl, now):
+                return False
+            # We hold the lease: a run of this job still "running" belongs to a dead holder.
+            closed = await runs.mark_interrupted(
+                s, now, kind=spec.kind, system=spec.system, object_type=spec.object_type
+            )
+        if closed:
+            self.log.warning("job.interrupted_runs_closed", job=spec.name, runs=closed)
+        return True
+
+    async def _release(self, spec: JobSpec) -> None:
+        with contextlib.suppress(Exception):
+            async with self.sessions() as s, s.begin():
+                await leases.release(s, lease_name(spec.object_type), self.worker_id)
+
+    async def _keep_lease(
+        self, spec: JobSpec, work: asyncio.Task[Outcome], lost: asyncio.Event
+    ) -> None:
+        """Renew the lease every third of its TTL; cancel ``work`` if it was lost."""
+        every = self.lease_ttl.total_seconds() / 3
+        name = lease_name(spec.object_type)
+        while True:
+            await asyncio.sleep(every)
+            try:
+                async with self.sessions() as s, s.begin():
+                    kept = await leases.renew(s, name, self.worker_id, self.lease_ttl, self.clock())
+            except Exception as e:  # the database hiccuped: try again next time
+                self.log.warning("lease.renew_failed", job=spec.name, error=str(e))
+                continue
+            if not kept:
+                self.log.error("lease.lost", job=spec.name)
+                lost.set()
+                work.cancel()
+                return
+
+    async def _leased(self, spec: JobSpec) -> JobResult:
+        started = time.monotonic()
+        async with self.sessions() as s, s.begin():
+            run_id = await runs.start_run(s, spec.kind, spec.system, spec.object_type, self.clock())
+        lost = asyncio.Event()
+        work = asyncio.create_task(self._call(spec), name=spec.name)
+        keeper = asyncio.create_task(self._keep_lease(spec, work, lost))
+        result: JobResult
+        try:
+            outcome = await work
+        except asyncio.CancelledError:
+            if not lost.is_set() or _current_task_cancelling():
+                # stopped: the work is cancelled with us; record it and go on cancelling
+                await self._finish(run_id, spec, "interrupted", {}, "stopped", started)
+                raise
+            result = JobResult(spec, "failed", error="lease lost to another daemon")
+        except Exception as e:
+            self.log.exception("job.failed", job=spec.name, error=str(e))
+            result = JobResult(spec, "failed", error=f"{type(e).__name__}: {e}")
+        else:
+            counts = {k: int(v) for k, v in outcome.counts.items()}
+            result = JobResult(spec, "ok", outcome, _failures_text(outcome.failures), counts=counts)
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+        result.run_id = run_id
+        final: Literal["ok", "failed"] = "ok" if result.status == "ok" else "failed"
+        await self._finish(run_id, spec, final, result.counts, result.error, started)
+        result.seconds = time.monotonic() - started
+        return result
+
+    async def _finish(
+        self,
+        run_id: int,
+        spec: JobSpec,
+        status: Literal["ok", "failed", "interrupted"],
+        counts: dict[str, int],
+        error: str | None,
+        started: float,
+    ) -> None:
+        try:
+            async with self.sessions() as s, s.begin():
+                await runs.finish_run(s, run_id, status, counts, error, self.clock())
+        except Exception as e:  # the next start closes it as interrupted
+            self.log.error("run.record_failed", job=spec.name, run=run_id, error=str(e))
+        seconds = round(time.monotonic() - started, 3)
+        level = "info" if status == "ok" else "warning"
+        getattr(self.log, level)(
+            "job.done",
+            job=spec.name,
+            status=status,
+            seconds=seconds,
+            counts=counts,
+            **({"error": scrub(error)} if error else {}),
+        )
+
+    # --- start, cycles, scheduler ----------------------------------------------------------
+
+    async def prepare(self) -> None:
+        """Bring the database to the newest schema (the daemon migrates on start)."""
+        await asyncio.to_thread(db.upgrade, self.settings.database.url, "head")
+
+    async def run_once(self, *, reconcile: bool | None = None) -> list[JobResult]:
+        """One cycle: per object, pull HubSpot, pull Brevo, then reconcile if due.
+
+        ``reconcile``: ``None`` reconciles the objects whose reconciliation is due
+        (:meth:`reconcile_due_at`), ``True`` all, ``False`` none.
+        """
+        now = self.clock()
+        due = {
+            spec.object_type: reconcile is True
+            or (reconcile is None and await self.reconcile_due_at(spec.object_type) <= now)
+            for spec in self.jobs()
+            if spec.kind == "reconcile"
+        }
+        results: list[JobResult] = []
+        for spec in self.jobs():
+            if self._stopping.is_set():
+                break
+            if spec.kind == "reconcile" and not due[spec.object_type]:
+                continue
+            results.append(await self._tracked(spec))
+        return results
+
+    async def reconcile_due_at(self, object_type: str) -> datetime:
+        """When the reconciliation of ``object_type`` is next due: ``reconcile_interval`` after
+        the last full compare — the last successful reconciliation, else the first successful
+        pull (a first pull is a full resync) — or after now if there was neither."""
+        interval = timedelta(seconds=self.settings.sync.reconcile_interval)
+        async with self.sessions() as s:
+            last = [
+                r
+                for r in await runs.last_runs(s)
+                if r.kind == "reconcile" and r.object_type == object_type
+            ]
+            if last and last[0].last_ok is not None:
+                return last[0].last_ok.started_at + interval
+            first_pull = await s.scalar(
+                sa.select(sa.func.min(Run.started_at)).where(
+                    Run.kind == "pull", Run.object_type == object_type, Run.status == "ok"
+                )
+            )
+        return (first_pull or self.clock()) + interval
+
+    async def _tracked(self, spec: JobSpec) -> JobResult:
+        """Run a job as a task :meth:`stop` can cancel once its grace is over."""
+        task = asyncio.create_task(self.run_job(spec), name=f"job {spec.name}")
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if _current_task_cancelling():
+                raise
+            return JobResult(spec, "interrupted", error="stopped")
+
+    async def _scheduled(self, spec: JobSpec) -> None:
+        """The coroutine APScheduler runs: one job run, its errors already handled."""
+        if self._stopping.is_set():
+            return
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._tracked(spec)
+
+    async def run(self) -> None:
+        """Schedule every job and run until :meth:`stop`; then stop gracefully."""
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
+        now = self.clock()
+        for spec in self.jobs():
+            if spec.kind == "pull":
+                seconds = self.settings.sync.poll_interval
+                first = now
+            else:
+                seconds = self.settings.sync.reconcile_interval
+                first = max(now, await self.reconcile_due_at(spec.object_type))
+            self.scheduler.add_job(
+                self._scheduled,
+                IntervalTrigger(seconds=seconds, timezone=UTC),
+                args=[spec],
+                id=spec.name,
+                name=spec.name,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
+                next_run_time=first,
+            )
+        self.scheduler.start()
+        self.log.info(
+            "daemon.started",
+            objects=self.objects,
+            poll_interval=self.settings.sync.poll_interval,
+            reconcile_interval=self.settings.sync.reconcile_interval,
+        )
+        await self._stopping.wait()
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.pause()
+        pending = set(self._running)
+        if pending:
+            self.log.info("daemon.stopping", jobs=[t.get_name() for t in pending])
+            await asyncio.wait(pending, timeout=self.stop_grace + 2.0)
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        self.log.info("daemon.stopped")
+
+    def stop(self) -> None:
+        """Ask the daemon to stop: no new job starts; the job in flight ends its batch, or is
+        cancelled after ``stop_grace`` seconds (its run is then recorded ``interrupted``)."""
+        if self._stopping.is_set():
+            return
+        self.log.info("daemon.stop_requested")
+        self._stopping.set()
+        with contextlib.suppress(RuntimeError):  # no running loop: nothing to cancel
+            asyncio.get_running_loop().call_later(self.stop_grace, self._cancel_running)
+
+    def _cancel_running(self) -> None:
+        for task in self._running:
+            task.cancel()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT call :meth:`stop`."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+
+
+def _current_task_cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def _failures_text(failures: Sequence[str]) -> str | None:
+    if not failures:
+        return None
+    shown = "; ".join(failures[:_MAX_FAILURES_SHOWN])
+    more = len(failures) - _MAX_FAILURES_SHOWN
+    return shown + (f" (+{more} more)" if more > 0 else "")
+
+
+__all__ = [
+    "LEASE_TTL",
+    "STOP_GRACE",
+    "Daemon",
+    "JobResult",
+    "JobSpec",
+    "LeaseBusy",
+    "PullFn",
+    "ReconcileFn",
+    "default_worker_id",
+    "holding_lease",
+    "lease_name",
+]

@@ -1,0 +1,402 @@
+"""``connector status``: gather what the operator wants to see, render it as a table or JSON.
+
+:func:`gather` asks each API one cheap question (HubSpot ``account_details``, Brevo
+``get_account``; one retry, at most :data:`API_TIMEOUT` seconds each, both at once) and reads
+the store with deferred transactions, so it never blocks a running daemon. Nothing here
+raises for an unreachable API or database: that is what the report says.
+
+``--json`` prints :meth:`StatusReport.to_json` — stable keys, documented there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from connector import __version__
+from connector.config import BrevoSettings, HubSpotSettings, Settings
+from connector.errors import scrub
+from connector.log import mask_email
+from connector.runtime import enabled_objects
+from connector.store import db, deadletters, inbox, links, runs, skipped
+
+#: Seconds each API check may take.
+API_TIMEOUT = 10.0
+#: Skip reasons that mean "this contact has no usable email".
+NO_EMAIL_REASONS = ("no email", "invalid email")
+
+
+@dataclass(frozen=True)
+class Connection:
+    """One API: reachable with the configured credential, or why not."""
+
+    system: str
+    connected: bool
+    account: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class SyncLine:
+    """The newest finished run of one job (kind, system, object type) and its last success."""
+
+    kind: str
+    system: str | None
+    object_type: str | None
+    last_status: str
+    last_started_at: datetime
+    last_finished_at: datetime | None
+    last_error: str | None
+    last_success_at: datetime | None
+    last_success_counts: dict[str, int]
+
+
+@dataclass(frozen=True)
+class SkippedCount:
+    system: str
+    object_type: str
+    reason: str
+    count: int
+
+
+@dataclass
+class StatusReport:
+    """Everything ``connector status`` shows."""
+
+    generated_at: datetime
+    hubspot: Connection
+    brevo: Connection
+    database_reachable: bool
+    database_revision: str | None
+    database_head: str
+    database_error: str | None = None
+    syncs: list[SyncLine] = field(default_factory=list)
+    records_synced: dict[str, int] = field(default_factory=dict)
+    pending_dirty_keys: int | None = None
+    skipped: list[SkippedCount] = field(default_factory=list)
+    dead_letters_open: int | None = None
+    last_error: runs.RunSummary | None = None
+
+    @property
+    def database_migrated(self) -> bool:
+        return self.database_reachable and self.database_revision == self.database_head
+
+    @property
+    def ok(self) -> bool:
+        """Both APIs connected and the database reachable and migrated."""
+        return self.hubspot.connected and self.brevo.connected and self.database_migrated
+
+    @property
+    def skipped_no_email(self) -> int:
+        return sum(s.count for s in self.skipped if s.reason in NO_EMAIL_REASONS)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--json`` document. Times are ISO 8601 UTC; a count is ``null`` when the
+        database could not be read.
+
+        Keys: ``version``, ``generated_at``, ``ok``, ``connections`` (``hubspot`` / ``brevo``:
+        ``connected``, ``account``, ``error``), ``database`` (``reachable``, ``migrated``,
+        ``revision``, ``head``, ``error``), ``syncs`` (list: ``kind``, ``system``,
+        ``object_type``, ``last_status``, ``last_started_at``, ``last_finished_at``,
+        ``last_error``, ``last_success_at``, ``last_success_counts``), ``records_synced``
+        (object type → links), ``pending_dirty_keys``, ``skipped_no_email``, ``skipped``
+        (list: ``system``, ``object_type``, ``reason``, ``count``), ``dead_letters_open``,
+        ``last_error`` (``null`` or ``at``, ``kind``, ``system``, ``object_type``,
+        ``status``, ``error``).
+        """
+        store_read = self.database_migrated
+        last = self.last_error
+        return {
+            "version": __version__,
+            "generated_at": _iso(self.generated_at),
+            "ok": self.ok,
+            "connections": {
+                c.system: {"connected": c.connected, "account": c.account, "error": c.error}
+                for c in (self.hubspot, self.brevo)
+            },
+            "database": {
+                "reachable": self.database_reachable,
+                "migrated": self.database_migrated,
+                "revision": self.database_revision,
+                "head": self.database_head,
+                "error": self.database_error,
+            },
+            "syncs": [
+                {
+                    "kind": s.kind,
+                    "system": s.system,
+                    "object_type": s.object_type,
+                    "last_status": s.last_status,
+                    "last_started_at": _iso(s.last_started_at),
+                    "last_finished_at": _iso(s.last_finished_at),
+                    "last_error": s.last_error,
+                    "last_success_at": _iso(s.last_success_at),
+                    "last_success_counts": s.last_success_counts,
+                }
+                for s in self.syncs
+            ],
+            "records_synced": self.records_synced,
+            "pending_dirty_keys": self.pending_dirty_keys,
+            "skipped_no_email": self.skipped_no_email if store_read else None,
+            "skipped": [
+                {
+                    "system": s.system,
+                    "object_type": s.object_type,
+                    "reason": s.reason,
+                    "count": s.count,
+                }
+                for s in self.skipped
+            ],
+            "dead_letters_open": self.dead_letters_open,
+            "last_error": None
+            if last is None
+            else {
+                "at": _iso(last.finished_at or last.started_at),
+                "kind": last.kind,
+                "system": last.system,
+                "object_type": last.object_type,
+                "status": last.status,
+                "error": last.error,
+            },
+        }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat()
+
+
+# --- gathering -----------------------------------------------------------------------------
+
+
+def _quiet(settings: Settings) -> tuple[HubSpotSettings, BrevoSettings]:
+    """The API settings with one retry and a short timeout: status answers quickly."""
+    hs = settings.connectors.hubspot
+    br = settings.connectors.brevo
+    hs = hs.model_copy(update={"max_retries": 1, "timeout_seconds": min(hs.timeout_seconds, 8)})
+    br = br.model_copy(update={"max_retries": 1, "timeout_seconds": min(br.timeout_seconds, 8)})
+    return hs, br
+
+
+async def _check(system: str, call: Callable[[], Awaitable[str | None]]) -> Connection:
+    try:
+        async with asyncio.timeout(API_TIMEOUT):
+            account = await call()
+    except TimeoutError:
+        return Connection(system, False, error=f"no answer within {API_TIMEOUT:g} s")
+    except Exception as e:
+        return Connection(system, False, error=scrub(str(e)) or type(e).__name__)
+    return Connection(system, True, account=account)
+
+
+async def _connections(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession]
+) -> tuple[Connection, Connection]:
+    from connector.brevo.client import BrevoClient
+    from connector.hubspot.auth import DbTokenStore
+    from connector.hubspot.client import HubSpotClient
+
+    hs_cfg, br_cfg = _quiet(settings)
+    hubspot = brevo = None
+    try:
+        if hs_cfg.enabled:
+            store = DbTokenStore(sessions) if hs_cfg.oauth else None
+            hubspot = HubSpotClient(hs_cfg, token_store=store)
+        if br_cfg.enabled:
+            brevo = BrevoClient(br_cfg)
+
+        async def hubspot_account() -> str | None:
+            assert hubspot is not None
+            details = await hubspot.account_details()
+            return f"portal {details.portal_id}" if details.portal_id else None
+
+        async def brevo_account() -> str | None:
+            assert brevo is not None
+            account = await brevo.get_account()
+            return account.company_name
+
+        disabled = "disabled in the config (enabled: false)"
+        hs_check = _check("hubspot", hubspot_account) if hubspot else _off("hubspot", disabled)
+        br_check = _check("brevo", brevo_account) if brevo else _off("brevo", disabled)
+        hs, br = await asyncio.gather(hs_check, br_check)
+        return hs, br
+    finally:
+        if hubspot is not None:
+            await hubspot.aclose()
+        if brevo is not None:
+            await brevo.aclose()
+
+
+async def _off(system: str, why: str) -> Connection:
+    return Connection(system, False, error=why)
+
+
+def _sync_line(r: runs.RunSummary) -> SyncLine:
+    ok = r.last_ok
+    return SyncLine(
+        kind=r.kind,
+        system=r.system,
+        object_type=r.object_type,
+        last_status=r.status,
+        last_started_at=r.started_at,
+        last_finished_at=r.finished_at,
+        last_error=r.error,
+        last_success_at=(ok.finished_at or ok.started_at) if ok else None,
+        last_success_counts=dict(ok.counts) if ok else {},
+    )
+
+
+async def gather(settings: Settings, *, now: datetime | None = None) -> StatusReport:
+    """Check both APIs and read the store; never raises for an unreachable one."""
+    engine = db.create_engine(settings.database.url, sqlite_begin="DEFERRED")
+    sessions = db.session_factory(engine)
+    try:
+        (hs, br), health = await asyncio.gather(_connections(settings, sessions), db.check(engine))
+        report = StatusReport(
+            generated_at=now or datetime.now(UTC),
+            hubspot=hs,
+            brevo=br,
+            database_reachable=health.reachable,
+            database_revision=health.current,
+            database_head=health.head,
+            database_error=health.error,
+        )
+        if not health.reachable:
+            return report
+        if not report.database_migrated:
+            report.database_error = (
+                f"schema at {health.current or 'nothing'}, newest is {health.head}: "
+                "run connector db upgrade (the daemon does it on start)"
+            )
+            return report
+        async with sessions() as s:
+            report.syncs = [_sync_line(r) for r in await runs.last_runs(s)]
+            for object_type in enabled_objects(settings):
+                report.records_synced[object_type] = await links.count_links(s, object_type)
+            report.pending_dirty_keys = await inbox.pending_count(s)
+            report.skipped = [
+                SkippedCount(system, object_type, reason, n)
+                for (system, object_type, reason), n in sorted(
+                    (await skipped.count_skipped(s)).items()
+                )
+            ]
+            report.dead_letters_open = await deadletters.count_open(s)
+            report.last_error = await runs.last_error(s)
+        return report
+    finally:
+        await engine.dispose()
+
+
+# --- rendering -----------------------------------------------------------------------------
+
+_LABEL = {"hubspot": "HubSpot", "brevo": "Brevo", None: "both"}
+
+
+def _when(value: datetime | None, now: datetime) -> str:
+    """How long ago, in words; the date itself when it is more than a day ago."""
+    if value is None:
+        return "never"
+    seconds = int((now - value).total_seconds())
+    if seconds < 60:
+        return f"{max(seconds, 0)} s ago"
+    if seconds < 3600:
+        return f"{seconds // 60} min ago"
+    if seconds < 86_400:
+        return f"{seconds // 3600} h ago"
+    return f"{value.astimezone(UTC):%Y-%m-%d %H:%M}Z"
+
+
+def _counts(counts: dict[str, int]) -> str:
+    shown = [f"{k}={v}" for k, v in sorted(counts.items()) if v]
+    return " ".join(shown) or "nothing to do"
+
+
+def render(report: StatusReport, console: Console, *, show_emails: bool = False) -> None:
+    """The human form: connections, then a table of the syncs, then the counters."""
+    now = report.generated_at
+    text = (lambda s: s) if show_emails else mask_email
+
+    def connection_line(c: Connection) -> str:
+        if c.connected:
+            return "[green]✓ connected[/]" + (f" ({c.account})" if c.account else "")
+        return f"[red]✗ not connected[/]: {text(c.error or '')}"
+
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    head.add_row("HubSpot", connection_line(report.hubspot))
+    head.add_row("Brevo", connection_line(report.brevo))
+    if report.database_migrated:
+        db_line = f"[green]✓[/] schema {report.database_revision} (up to date)"
+    else:
+        db_line = f"[red]✗[/] {report.database_error or 'not reachable'}"
+    head.add_row("Database", db_line)
+    console.print(head)
+    if not report.database_migrated:
+        return
+
+    table = Table(title="Syncs", title_justify="left")
+    for name in ("Job", "Object", "Last run", "Status", "Last success"):
+        table.add_column(name)
+    table.add_column("Counts of the last success", overflow="fold")
+    for s in report.syncs:
+        status = {"ok": "[green]ok[/]", "failed": "[red]failed[/]"}.get(
+            s.last_status, f"[yellow]{s.last_status}[/]"
+        )
+        if s.last_error:
+            status += f"\n{text(s.last_error)[:200]}"
+        table.add_row(
+            f"{s.kind} {_LABEL.get(s.system, s.system or '')}",
+            s.object_type or "",
+            _when(s.last_started_at, now),
+            status,
+            _when(s.last_success_at, now),
+            _counts(s.last_success_counts) if s.last_success_at else "",
+        )
+    if not report.syncs:
+        table.add_row("—", "", "never", "no sync has run yet: start connector run", "", "")
+    console.print(table)
+
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold")
+    facts.add_column()
+    synced = ", ".join(f"{o}: {n}" for o, n in report.records_synced.items()) or "—"
+    facts.add_row("Records synced", synced)
+    facts.add_row("Pending dirty keys", str(report.pending_dirty_keys))
+    detail = ", ".join(
+        f"{_LABEL.get(s.system, s.system)} {s.object_type} {s.reason}: {s.count}"
+        for s in report.skipped
+    )
+    facts.add_row(
+        "Skipped (no email)", f"{report.skipped_no_email}" + (f"  ({detail})" if detail else "")
+    )
+    open_dl = report.dead_letters_open or 0
+    facts.add_row(
+        "Dead letters",
+        f"[red]{open_dl} open[/] → connector dlq list" if open_dl else "0 open",
+    )
+    last = report.last_error
+    if last is None:
+        facts.add_row("Last error", "none")
+    else:
+        where = " ".join(p for p in (last.kind, last.system, last.object_type) if p)
+        at = _when(last.finished_at or last.started_at, now)
+        facts.add_row("Last error", f"{at} {where}: {text(last.error or last.status)}")
+    console.print(facts)
+
+
+__all__ = [
+    "API_TIMEOUT",
+    "Connection",
+    "SkippedCount",
+    "StatusReport",
+    "SyncLine",
+    "gather",
+    "render",
+]
