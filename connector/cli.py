@@ -242,6 +242,7 @@ async def _resync(
 ) -> int:
     from rich.console import Console
 
+    from connector.daemon import LeaseBusy, default_worker_id, holding_lease
     from connector.resync import resync
     from connector.resync_view import (
         RichResyncProgress,
@@ -269,9 +270,12 @@ async def _resync(
                 engine.direction = direction  # type: ignore[assignment]
             started = time.monotonic()
             try:
-                with RichResyncProgress(console, object_type) as progress:
-                    out = await resync(engine, since=since, dry_run=dry_run, progress=progress)
-            except KeyboardInterrupt:
+                async with holding_lease(rt.sessions, object_type, default_worker_id()):
+                    with RichResyncProgress(console, object_type) as progress:
+                        out = await resync(engine, since=since, dry_run=dry_run, progress=progress)
+            except LeaseBusy as e:
+                _fail(str(e), 1)
+            except (KeyboardInterrupt, asyncio.CancelledError):
                 console.print("Interrupted: the next resync resumes where this one stopped.")
                 return 130
             seconds = time.monotonic() - started
@@ -595,22 +599,9 @@ def sandbox_cmd(
 
 
 async def _demo(workdir: Path) -> int:
-    from connector.sandbox.server import SandboxServers
-    from connector.store import db
+    from connector.demo import run_demo
 
-    async with SandboxServers(seed_contacts=50) as servers:
-        click.secho("Sandboxes up (loopback only, no accounts needed):", bold=True)
-        click.echo(f"  HubSpot  {servers.hubspot_url}   (50 seeded contacts)")
-        click.echo(f"  Brevo    {servers.brevo_url}   (25 seeded contacts)")
-        config_path = workdir / "config.yaml"
-        db_url = f"sqlite:///{workdir / 'connector.db'}"
-        config_path.write_text(servers.config_yaml(db_url), encoding="utf-8")
-        click.echo(f"  config   {config_path}")
-        settings = load_config(config_path)
-        await asyncio.to_thread(db.upgrade, db_url, "head")
-        click.echo(f"  database {db_url} (migrated)\n")
-        click.secho("$ connector test", bold=True)
-        return await _run_test(settings)
+    return await run_demo(workdir, _run_test)
 
 
 @cli.command("demo")
