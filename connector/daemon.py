@@ -77,6 +77,39 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+def holder_is_dead(holder: str) -> bool:
+    """Whether a lease holder is a process of this host that no longer runs.
+
+    Holders are ``host:pid:random`` (:func:`default_worker_id`). A process killed with
+    SIGKILL cannot release its lease; on its own host it is known dead at once, so a restart
+    need not wait for the lease to expire. Holders on other hosts wait for expiry.
+    """
+    host, _, rest = holder.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+async def acquire_lease(
+    session: AsyncSession, name: str, holder: str, ttl: timedelta, now: datetime
+) -> bool:
+    """Take a lease: free, expired, ours, or held by a dead process of this host."""
+    if await leases.acquire(session, name, holder, ttl, now):
+        return True
+    current = await leases.current_holder(session, name, now)
+    if current is not None and holder_is_dead(current):
+        log.warning("lease.taken_from_dead_process", lease=name, dead=current)
+        return await leases.take_over(session, name, holder, current, ttl, now)
+    return False
+
+
 def lease_name(object_type: str) -> str:
     """The database lease every job of ``object_type`` holds while it runs.
 
@@ -136,7 +169,7 @@ async def holding_lease(
     deadline = time.monotonic() + wait
     while True:
         async with sessions() as s, s.begin():
-            if await leases.acquire(s, name, holder, ttl, utcnow()):
+            if await acquire_lease(s, name, holder, ttl, utcnow()):
                 break
         if time.monotonic() >= deadline:
             raise LeaseBusy(
@@ -245,7 +278,7 @@ class Daemon:
         name = lease_name(spec.object_type)
         now = self.clock()
         async with self.sessions() as s, s.begin():
-            if not await leases.acquire(s, name, self.worker_id, self.lease_ttl, now):
+            if not await acquire_lease(s, name, self.worker_id, self.lease_ttl, now):
                 return False
             # We hold the lease: a run of this job still "running" belongs to a dead holder.
             closed = await runs.mark_interrupted(

@@ -97,6 +97,7 @@ async def resync(
     out = Outcome()
     obj = engine.object_type
     engine_mode: Mode = "resync" if mode != "reconcile" else "reconcile"
+    resuming = False
     async with engine.sessions() as s, s.begin():
         cp = await stage.load_checkpoint(s, obj)
         if cp is None or cp.mode != mode or dry_run or since is not None:
@@ -106,10 +107,13 @@ async def resync(
         else:
             log.info("resync.resume", object_type=obj, phase=cp.phase)
             out.counts["resumed"] += 1
+            resuming = cp.phase != "stage"
     source = StagedBrevo(engine)
 
-    if cp.phase == "stage":
-        await _stage_brevo(engine, cp, since, progress, out)
+    if cp.phase == "stage" or resuming:
+        # A resumed run stages Brevo again (one call per 1,000 contacts): what the interrupted
+        # run wrote before it died must be seen as there, not written a second time.
+        await _stage_brevo(engine, cp, since, progress, out, keep_phase=resuming)
     if cp.phase == "hubspot":
         await _hubspot_pages(engine, cp, since, source, engine_mode, dry_run, progress, out)
     if cp.phase == "brevo":
@@ -130,7 +134,11 @@ async def _stage_brevo(
     since: datetime | None,
     progress: ResyncProgress | None,
     out: Outcome,
+    *,
+    keep_phase: bool = False,
 ) -> None:
+    async with engine.sessions() as s, s.begin():
+        await stage.clear_rows(s, engine.object_type)
     stream = engine.brevo.iter_contacts(modified_since=since)
     if progress:
         progress.phase("Reading Brevo", None)
@@ -149,7 +157,10 @@ async def _stage_brevo(
         if len(rows) >= STAGE_BATCH:
             await flush()
     await flush()
-    cp.phase, cp.after = "hubspot", None
+    if keep_phase:
+        cp.last_stage_id = 0  # the staged rows are new: phase 3 starts over (no-ops are cheap)
+    else:
+        cp.phase, cp.after = "hubspot", None
     await _save(engine, cp)
 
 

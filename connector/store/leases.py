@@ -37,6 +37,22 @@ async def acquire(
     return result.scalar_one_or_none() == holder
 
 
+async def take_over(
+    session: AsyncSession, name: str, holder: str, dead: str, ttl: timedelta, now: datetime
+) -> bool:
+    """Take lease ``name`` from ``dead`` (a holder known to have died) before it expires.
+
+    Atomic: it succeeds only while ``dead`` still holds the lease.
+    """
+    stmt = (
+        sa.update(Lease)
+        .where(Lease.name == name, Lease.holder == dead)
+        .values(holder=holder, expires_at=now + ttl)
+        .execution_options(synchronize_session=False)
+    )
+    return _rowcount(await session.execute(stmt)) > 0
+
+
 async def renew(
     session: AsyncSession, name: str, holder: str, ttl: timedelta, now: datetime
 ) -> bool:
@@ -70,4 +86,4 @@ def _rowcount(result: Any) -> int:
     return cast(CursorResult[Any], result).rowcount
 
 
-__all__ = ["acquire", "current_holder", "release", "renew"]
+__all__ = ["acquire", "current_holder", "release", "renew", "take_over"]

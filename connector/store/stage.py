@@ -79,10 +79,15 @@ async def save_checkpoint(
 
 async def clear(session: AsyncSession, object_type: str) -> None:
     """Forget a resync: its staged rows and its checkpoint."""
-    await session.execute(sa.delete(ResyncStage).where(ResyncStage.object_type == object_type))
+    await clear_rows(session, object_type)
     await session.execute(
         sa.delete(ResyncCheckpoint).where(ResyncCheckpoint.object_type == object_type)
     )
+
+
+async def clear_rows(session: AsyncSession, object_type: str) -> None:
+    """Drop the staged rows only (a resumed resync stages again), keeping the checkpoint."""
+    await session.execute(sa.delete(ResyncStage).where(ResyncStage.object_type == object_type))
 
 
 async def add_rows(session: AsyncSession, object_type: str, rows: Sequence[StagedRow]) -> None:
