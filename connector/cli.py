@@ -391,12 +391,47 @@ async def _status(settings: Settings, as_json: bool) -> int:
     return 0 if report.ok else 1
 
 
+async def _list_skipped(settings: Settings, limit: int) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from connector.store import db, skipped
+
+    engine = db.create_engine(settings.database.url, sqlite_begin="DEFERRED")
+    try:
+        await _store_ready(engine)
+        async with db.session_factory(engine)() as s:
+            items = await skipped.list_skipped(s, limit=limit)
+    finally:
+        await engine.dispose()
+    table = Table(title="Records not synced, and why (most recently seen first)")
+    for column in ("system", "object", "id", "reason", "first seen", "last seen"):
+        table.add_column(column)
+    for item in items:
+        table.add_row(
+            item.system,
+            item.object_type,
+            item.object_id,
+            item.reason,
+            item.first_seen.strftime("%Y-%m-%d %H:%M"),
+            item.last_seen.strftime("%Y-%m-%d %H:%M"),
+        )
+    Console(highlight=False).print(table)
+    return 0
+
+
 @cli.command("status")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (stable keys).")
+@click.option(
+    "--skipped", "show_skipped", is_flag=True, help="List the records not synced (no email …)."
+)
+@click.option("--limit", default=100, show_default=True, help="Rows for --skipped.")
 @click.pass_context
-def status_cmd(ctx: click.Context, as_json: bool) -> None:
+def status_cmd(ctx: click.Context, as_json: bool, show_skipped: bool, limit: int) -> None:
     """Connections, last syncs, counts, dead letters, last error. Exit 1 if not connected."""
     settings = _settings(ctx)
+    if show_skipped:
+        sys.exit(asyncio.run(_list_skipped(settings, limit)))
     sys.exit(asyncio.run(_status(settings, as_json)))
 
 
