@@ -123,11 +123,16 @@ async def enqueue(
         }
         for item in unique.values()
     ]
+    # One cached statement run "executemany" style per chunk: SQLAlchemy sends it as a
+    # multi-row INSERT (insertmanyvalues) without rebuilding the SQL on every call.
+    stmt = (
+        dialect_insert(session, InboxRow)
+        .on_conflict_do_nothing(index_elements=[InboxRow.dedup_key])
+        .returning(InboxRow.id)
+    )
     inserted = 0
     for chunk in _chunks(rows):
-        stmt = dialect_insert(session, InboxRow).values(list(chunk))
-        stmt = stmt.on_conflict_do_nothing(index_elements=[InboxRow.dedup_key])
-        inserted += len((await session.execute(stmt.returning(InboxRow.id))).all())
+        inserted += len((await session.execute(stmt, list(chunk))).all())
     return inserted
 
 
