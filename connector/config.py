@@ -170,6 +170,52 @@ class SyncSettings(_Section):
         return v
 
 
+_WEBHOOK_PATH = re.compile(r"/[A-Za-z0-9_\-./]*")
+_RESERVED_PATHS = ("/healthz", "/metrics")
+
+
+class WebhookSettings(_Section):
+    """The ``webhooks:`` section of the config file."""
+
+    listen_host: str = "127.0.0.1"
+    listen_port: int = Field(default=8080, ge=1, le=65535)
+    public_url: str | None = None
+    trust_proxy: bool = False
+    brevo_token: SecretStr | None = None
+    hubspot_path: str = "/webhooks/hubspot"
+    brevo_path: str = "/webhooks/brevo"
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    max_age_seconds: int = Field(default=300, ge=10, le=300)
+    max_skew_seconds: int = Field(default=60, ge=0, le=300)
+    accept_legacy_signatures: bool = True
+    db_timeout_seconds: float = Field(default=3.0, gt=0, le=30)
+    retry_after_seconds: int = Field(default=60, ge=1, le=86_400)
+
+    @field_validator("public_url")
+    @classmethod
+    def _base_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        if not re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?", v):
+            raise ValueError(
+                "the external base URL, such as https://sync.example.com (no query or fragment)"
+            )
+        return v.rstrip("/")
+
+    @field_validator("hubspot_path", "brevo_path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not _WEBHOOK_PATH.fullmatch(v) or v in _RESERVED_PATHS:
+            raise ValueError("a path such as /webhooks/hubspot (not /healthz or /metrics)")
+        return v
+
+    @model_validator(mode="after")
+    def _distinct(self) -> WebhookSettings:
+        if self.hubspot_path == self.brevo_path:
+            raise ValueError("hubspot_path and brevo_path must differ")
+        return self
+
+
 class LoggingSettings(_Section):
     level: LogLevel = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -184,11 +230,14 @@ class Settings(BaseSettings):
     connectors: Connectors
     database: DatabaseSettings = DatabaseSettings()
     sync: SyncSettings = SyncSettings()
+    webhooks: WebhookSettings | None = None
     logging: LoggingSettings = LoggingSettings()
 
     def secrets(self) -> list[str]:
         hs, br = self.connectors.hubspot, self.connectors.brevo
         found: list[SecretStr | None] = [hs.access_token, hs.app_client_secret, br.api_key]
+        if self.webhooks is not None:
+            found.append(self.webhooks.brevo_token)
         if hs.oauth:
             found += [hs.oauth.client_secret, hs.oauth.refresh_token]
         return [s.get_secret_value() for s in found if s is not None]

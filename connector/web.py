@@ -49,7 +49,6 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.applications import Starlette
@@ -59,6 +58,7 @@ from starlette.routing import Route
 
 from connector.brevo.webhooks import BrevoAuthError, check_brevo_auth, parse_brevo
 from connector.brevo.webhooks import PayloadError as BrevoPayloadError
+from connector.config import WebhookSettings
 from connector.errors import StoreError, register_secret, scrub
 from connector.hubspot.webhooks import HubSpotSignature, SignatureError, parse_hubspot
 from connector.hubspot.webhooks import PayloadError as HubSpotPayloadError
@@ -70,57 +70,10 @@ log = structlog.get_logger(__name__)
 Source = Literal["hubspot", "brevo"]
 Clock = Callable[[], datetime]
 
-_PATH = re.compile(r"/[A-Za-z0-9_\-./]*")
-_RESERVED = ("/healthz", "/metrics")
-
 
 def utcnow() -> datetime:
     """The current time, aware UTC (the default clock)."""
     return datetime.now(UTC)
-
-
-class WebhookSettings(BaseModel):
-    """The ``webhooks:`` section of the config file."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    listen_host: str = "127.0.0.1"
-    listen_port: int = Field(default=8080, ge=1, le=65535)
-    public_url: str | None = None
-    trust_proxy: bool = False
-    brevo_token: SecretStr | None = None
-    hubspot_path: str = "/webhooks/hubspot"
-    brevo_path: str = "/webhooks/brevo"
-    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
-    max_age_seconds: int = Field(default=300, ge=10, le=300)
-    max_skew_seconds: int = Field(default=60, ge=0, le=300)
-    accept_legacy_signatures: bool = True
-    db_timeout_seconds: float = Field(default=3.0, gt=0, le=30)
-    retry_after_seconds: int = Field(default=60, ge=1, le=86_400)
-
-    @field_validator("public_url")
-    @classmethod
-    def _base_url(cls, v: str | None) -> str | None:
-        if v is None:
-            return None
-        if not re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?", v):
-            raise ValueError(
-                "the external base URL, such as https://sync.example.com (no query or fragment)"
-            )
-        return v.rstrip("/")
-
-    @field_validator("hubspot_path", "brevo_path")
-    @classmethod
-    def _path(cls, v: str) -> str:
-        if not _PATH.fullmatch(v) or v in _RESERVED:
-            raise ValueError("a path such as /webhooks/hubspot (not /healthz or /metrics)")
-        return v
-
-    @model_validator(mode="after")
-    def _distinct(self) -> WebhookSettings:
-        if self.hubspot_path == self.brevo_path:
-            raise ValueError("hubspot_path and brevo_path must differ")
-        return self
 
 
 # --- metrics -----------------------------------------------------------------------------------
