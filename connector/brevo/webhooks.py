@@ -201,6 +201,17 @@ def dedup_key(event: Mapping[str, Any]) -> str:
     return f"br:{event['event']}:{digest}"
 
 
+def event_name(name: str) -> str:
+    """Brevo's event name in one spelling: the registered camelCase (``contactUpdated``).
+
+    Payloads have been seen with snake_case names (``contact_updated``, ``hard_bounce``) while
+    webhooks are registered with camelCase ones [UNVERIFIED which the live API sends]: the
+    worker sees one spelling either way.
+    """
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
 def parse_event(event: Any, index: int = 0) -> InboxInput:
     """One Brevo webhook event → one inbox item; :class:`PayloadError` if malformed."""
     where = f"event {index}"
@@ -219,7 +230,7 @@ def parse_event(event: Any, index: int = 0) -> InboxInput:
         dedup_key=dedup_key(event),
         object_type="contacts",
         object_id=object_id,
-        event_type=name,
+        event_type=event_name(name),
         payload=event,
     )
 

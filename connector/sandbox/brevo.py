@@ -12,7 +12,8 @@ benchmarks, which run the sandbox in its own process::
 
     GET  /_sandbox/calls     POST /_sandbox/faults   POST /_sandbox/reset
     POST /_sandbox/seed      GET  /_sandbox/outbox   GET  /_sandbox/events
-    POST /_sandbox/edit      POST /_sandbox/wait
+    POST /_sandbox/edit      POST /_sandbox/wait     GET|POST /_sandbox/webhooks
+    POST /_sandbox/simulate
 
 Tests reach the state as ``app.state.brevo`` (a :class:`BrevoState`).
 """
@@ -44,6 +45,7 @@ from connector.sandbox.brevo_model import (
 )
 from connector.sandbox.brevo_state import RATE_LIMITS, BrevoState, rate_family
 from connector.sandbox.common import FaultMiddleware
+from connector.sandbox.webhook_sender import SIMULATED_EVENTS
 
 __all__ = [
     "DEFAULT_API_KEY",
@@ -265,6 +267,49 @@ async def ctl_edit(request: Request) -> Response:
     return JSONResponse(state.contact_json(c))
 
 
+@handles_errors
+async def ctl_webhooks(request: Request) -> Response:
+    """GET: the registered webhooks and the delivery log. POST: knobs ``batch_window``,
+    ``event_style`` (snake, camel), ``batch_size``, ``linger``, ``max_in_flight``,
+    ``timeout``, ``retry_scale``, ``clear_log``."""
+    state = state_of(request)
+    if request.method == "POST":
+        body = await read_object(request)
+        try:
+            if "batch_window" in body:
+                state.webhook_batch_window = float(body["batch_window"])
+            if "event_style" in body:
+                if body["event_style"] not in ("snake", "camel"):
+                    raise ValueError("event_style should be snake or camel")
+                state.webhook_event_style = body["event_style"]
+            state.webhook_sender.configure(body)
+        except (TypeError, ValueError) as exc:
+            raise bad(str(exc)) from None
+    return JSONResponse(
+        {
+            "webhooks": [brevo_messaging.webhook_json(state, w) for w in state.webhooks.values()],
+            "batch_window": state.webhook_batch_window,
+            "event_style": state.webhook_event_style,
+            **state.webhook_sender.snapshot(),
+        }
+    )
+
+
+@handles_errors
+async def ctl_simulate(request: Request) -> Response:
+    """``{"event": "unsubscribed" | "hardBounce" | "spam", "email"}``: a campaign event."""
+    state = state_of(request)
+    body = await read_object(request)
+    event = body.get("event")
+    if event not in SIMULATED_EVENTS:
+        raise bad(f"event should be one of {', '.join(sorted(SIMULATED_EVENTS))}")
+    try:
+        c = state.webhook_events.simulate(str(body.get("email", "")), str(event))
+    except KeyError:
+        raise BrevoError(404, "document_not_found", "Contact does not exist") from None
+    return JSONResponse(state.contact_json(c))
+
+
 async def ctl_wait(request: Request) -> Response:
     """Wait for queued imports to complete."""
     await state_of(request).wait_processes()
@@ -280,6 +325,8 @@ CONTROL_ROUTES = [
     Route("/_sandbox/events", ctl_events, methods=["GET"]),
     Route("/_sandbox/edit", ctl_edit, methods=["POST"]),
     Route("/_sandbox/wait", ctl_wait, methods=["POST"]),
+    Route("/_sandbox/webhooks", ctl_webhooks, methods=["GET", "POST"]),
+    Route("/_sandbox/simulate", ctl_simulate, methods=["POST"]),
 ]
 
 

@@ -339,7 +339,7 @@ async def get_webhooks(request: Request) -> Response:
 
 @handles_errors
 async def create_webhook(request: Request) -> Response:
-    """``POST /webhooks`` → 201 ``{id}``; stored only (delivery is another component's)."""
+    """``POST /webhooks`` → 201 ``{id}``; marketing events are then delivered to it."""
     state = state_of(request)
     body = await read_object(request)
     type_ = body.get("type") or "transactional"
@@ -368,6 +368,7 @@ async def create_webhook(request: Request) -> Response:
     )
     state.webhooks[hook.id] = hook
     state.next_webhook_id += 1
+    state.webhook_events.listen()
     return json_ok({"id": hook.id}, 201)
 
 

@@ -48,6 +48,7 @@ from connector.sandbox.brevo_model import (
 )
 from connector.sandbox.brevo_seed import generate_contacts
 from connector.sandbox.common import CallLog, Faults, RollingWindow
+from connector.sandbox.webhook_sender import BREVO_RETRY, BrevoWebhooks, WebhookSender
 
 Plan = Literal["general", "advanced"]
 
@@ -129,6 +130,12 @@ class BrevoState:
     create a missing contact from ``email_id`` [UNVERIFIED either way; off by default].
     ``noop_writes_bump`` bumps modifiedAt even on writes that change nothing [UNVERIFIED].
     ``http_transport`` (tests) carries the import's ``fileUrl`` fetch and ``notifyUrl`` POST.
+
+    Marketing webhooks (``POST /webhooks`` or :meth:`add_webhook`) are delivered by
+    ``webhook_sender`` (its knobs: ``retry_scale``, ``timeout``, ``max_in_flight``…);
+    ``webhook_batch_window`` is the seconds a ``batched`` webhook accumulates events (Brevo:
+    5 minutes); ``webhook_event_style`` names events in payloads ``"snake"``
+    (``contact_updated``) or ``"camel"`` (``contactUpdated``, as registered).
     """
 
     clock: Callable[[], datetime] = _utcnow
@@ -147,10 +154,16 @@ class BrevoState:
     calls: CallLog = field(default_factory=CallLog)
     listeners: list[ChangeListener] = field(default_factory=list)
     http_transport: httpx.AsyncBaseTransport | None = None
+    webhook_batch_window: float = 0.5
+    webhook_event_style: Literal["snake", "camel"] = "snake"
 
     def __post_init__(self) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
         self.windows: dict[str, list[RollingWindow]] = {}
+        self.webhook_sender = WebhookSender(
+            name="brevo", policy=BREVO_RETRY, transport=self.http_transport
+        )
+        self.webhook_events = BrevoWebhooks(self, self.webhook_sender)
         self.reset()
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -635,6 +648,51 @@ class BrevoState:
             c.modified_at = self.now()
             self._version += 1
         return c
+
+    # --- webhooks -----------------------------------------------------------------------------
+
+    def add_webhook(
+        self,
+        url: str,
+        events: Iterable[str],
+        *,
+        token: str | None = None,
+        batched: bool = False,
+        type_: str = "marketing",
+        description: str = "",
+    ) -> Webhook:
+        """Register a webhook as ``POST /webhooks`` would (bearer ``token`` if given)."""
+        now = self.clock()
+        hook = Webhook(
+            id=self.next_webhook_id,
+            url=url,
+            type=type_,
+            events=list(dict.fromkeys(events)),
+            description=description,
+            batched=batched,
+            auth=None if token is None else {"type": "bearer", "token": token},
+            headers=None,
+            channel="email",
+            domain=None,
+            created_at=now,
+            modified_at=now,
+        )
+        self.webhooks[hook.id] = hook
+        self.next_webhook_id += 1
+        self.webhook_events.listen()
+        return hook
+
+    def simulate_unsubscribe(self, email: str, **campaign: Any) -> Contact:
+        """A campaign recipient unsubscribes: blocklisted, ``unsubscribed`` webhook sent."""
+        return self.webhook_events.simulate(email, "unsubscribed", **campaign)
+
+    def simulate_hard_bounce(self, email: str, **campaign: Any) -> Contact:
+        """A campaign e-mail hard-bounces: blocklisted, ``hardBounce`` webhook sent."""
+        return self.webhook_events.simulate(email, "hardBounce", **campaign)
+
+    def simulate_spam(self, email: str, **campaign: Any) -> Contact:
+        """A recipient reports a campaign as spam: blocklisted, ``spam`` webhook sent."""
+        return self.webhook_events.simulate(email, "spam", **campaign)
 
     # --- lists --------------------------------------------------------------------------------
 

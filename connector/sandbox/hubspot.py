@@ -262,8 +262,48 @@ def _control(state: HubSpotState) -> list[BaseRoute]:
             }
         )
 
+    async def webhooks(request: Request) -> Response:
+        """GET: the webhook configuration and delivery log. POST: change them, e.g.
+        ``{"target_url": "http://127.0.0.1:8080/webhooks/hubspot"}`` (``null`` = off), and
+        ``app_id``, ``client_secret``, ``subscriptions`` (event types), ``signature_version``
+        (v1, v2, v3), ``batch_size``, ``linger``, ``max_in_flight``, ``timeout``,
+        ``retry_scale``, ``clear_log``."""
+        if request.method == "POST":
+            try:
+                knobs = json.loads(await request.body() or b"{}")
+                if not isinstance(knobs, dict):
+                    raise ValueError("not an object")
+                if "target_url" in knobs:
+                    state.webhook_target_url = knobs["target_url"]
+                if "app_id" in knobs:
+                    state.app_id = int(knobs["app_id"])
+                if "client_secret" in knobs:
+                    state.client_secret = str(knobs["client_secret"])
+                if "subscriptions" in knobs:
+                    state.webhook_subscriptions = {str(s) for s in knobs["subscriptions"]}
+                if "signature_version" in knobs:
+                    if knobs["signature_version"] not in ("v1", "v2", "v3"):
+                        raise ValueError("signature_version must be v1, v2 or v3")
+                    state.webhook_signature_version = knobs["signature_version"]
+                state.webhook_sender.configure(knobs)
+            except (ValueError, TypeError) as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
+        raw_last = request.query_params.get("last", "")
+        last = int(raw_last) if raw_last.isdigit() else 50
+        return JSONResponse(
+            {
+                "target_url": state.webhook_target_url,
+                "app_id": state.app_id,
+                "portal_id": state.portal_id,
+                "signature_version": state.webhook_signature_version,
+                "subscriptions": sorted(state.webhook_subscriptions),
+                **state.webhook_sender.snapshot(last),
+            }
+        )
+
     return [
         Route("/_sandbox/calls", calls, methods=["GET"]),
+        Route("/_sandbox/webhooks", webhooks, methods=["GET", "POST"]),
         Route("/_sandbox/faults", faults, methods=["POST"]),
         Route("/_sandbox/reset", reset, methods=["POST"]),
         Route("/_sandbox/seed", seed, methods=["POST"]),

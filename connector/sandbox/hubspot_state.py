@@ -21,6 +21,7 @@ from connector.sandbox.hubspot_access import (
     DEFAULT_CLIENT_SECRET,
     DEFAULT_REFRESH_TOKEN,
     DEFAULT_TOKEN,
+    STATIC_APP_ID,
     TIERS,
     AccessMixin,
     ChangeListener,
@@ -53,6 +54,12 @@ from connector.sandbox.hubspot_model import (
     standard_properties,
     to_str,
     validation_error,
+)
+from connector.sandbox.webhook_sender import (
+    DEFAULT_SUBSCRIPTIONS,
+    HUBSPOT_RETRY,
+    HubSpotWebhooks,
+    WebhookSender,
 )
 
 __all__ = [
@@ -137,6 +144,32 @@ class HubSpotState(AccessMixin, LinksMixin):
         self._seed_owners()
         self._init_access(tier, rate_limits, seed_token)
         self._init_data()
+        # Webhooks (API_NOTES_HUBSPOT §3): the app's id and client secret (signatures), the
+        # subscribed event types, the signature version ("v3", or "v1"/"v2"); the delivery
+        # knobs are on ``webhook_sender``. Nothing is sent until webhook_target_url is set.
+        self.app_id = STATIC_APP_ID
+        self.client_secret = DEFAULT_CLIENT_SECRET
+        self.webhook_subscriptions: set[str] = set(DEFAULT_SUBSCRIPTIONS)
+        self.webhook_signature_version = "v3"
+        self.webhook_sender = WebhookSender(
+            name="hubspot", policy=HUBSPOT_RETRY, attempt_field="attemptNumber"
+        )
+        self.webhooks = HubSpotWebhooks(self, self.webhook_sender)
+        self._webhook_target_url: str | None = None
+
+    @property
+    def webhook_target_url(self) -> str | None:
+        """Where change events are POSTed (None = webhooks off, the listener unhooked)."""
+        return self._webhook_target_url
+
+    @webhook_target_url.setter
+    def webhook_target_url(self, url: str | None) -> None:
+        self._webhook_target_url = url or None
+        hooked = self.webhooks in self.listeners
+        if url and not hooked:
+            self.listeners.append(self.webhooks)
+        elif not url and hooked:
+            self.listeners.remove(self.webhooks)
 
     # ------------------------------------------------------------------------- basics
 

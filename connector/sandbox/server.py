@@ -22,6 +22,14 @@ from connector.sandbox.hubspot import HubSpotState, create_hubspot_app
 HUBSPOT_TOKEN = "sandbox-token"
 BREVO_API_KEY = "sandbox-brevo-key"
 HUBSPOT_CLIENT_SECRET = "sandbox-client-secret"
+BREVO_WEBHOOK_EVENTS = (
+    "contactUpdated",
+    "contactDeleted",
+    "listAddition",
+    "unsubscribed",
+    "hardBounce",
+    "spam",
+)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -93,7 +101,31 @@ class SandboxServers:
         )
         self._running.append(await _start(create_brevo_app(self.brevo), self.host, self.brevo_port))
 
+    def point_webhooks_at(
+        self,
+        hubspot_url: str | None,
+        brevo_url: str | None = None,
+        brevo_token: str | None = None,
+        *,
+        brevo_events: tuple[str, ...] = BREVO_WEBHOOK_EVENTS,
+        brevo_batched: bool = False,
+    ) -> None:
+        """Send HubSpot's webhooks to ``hubspot_url`` and register a Brevo marketing webhook
+        for ``brevo_url`` (bearer ``brevo_token``); None leaves that side as it is."""
+        if hubspot_url is not None:
+            self.hubspot.webhook_target_url = hubspot_url
+        if brevo_url is not None:
+            self.brevo.add_webhook(
+                brevo_url,
+                brevo_events,
+                token=brevo_token,
+                batched=brevo_batched,
+                description="connector daemon",
+            )
+
     async def stop(self) -> None:
+        await self.hubspot.webhook_sender.aclose()
+        await self.brevo.webhook_sender.aclose()
         for running in self._running:
             running.server.should_exit = True
         for running in self._running:
