@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from connector.brevo.client import BrevoClient
 from connector.brevo.models import BrevoContact
@@ -39,6 +41,7 @@ from connector.mapping import Mapping, load_mapping
 from connector.ratelimit import brevo_limiters
 from connector.sandbox.brevo import BrevoState, create_brevo_app
 from connector.sandbox.brevo_model import Contact
+from connector.sandbox.common import is_write
 from connector.sandbox.hubspot import HubSpotState, create_hubspot_app
 from connector.store import db, deadletters, skipped
 from connector.store import links as ledger
@@ -95,6 +98,26 @@ class WallClock:
         return self.at
 
 
+class WriteFaults:
+    """ASGI middleware in front of a sandbox: answers its next ``n`` state-changing calls with
+    ``status`` before the sandbox sees them (reads pass), so a test can fail writes only."""
+
+    def __init__(self, app: ASGIApp, body: dict[str, object]) -> None:
+        self.app = app
+        self.body = body
+        self.n = 0
+        self.status = 503
+        self.answered = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.n > 0 and is_write(scope["method"], scope["path"]):
+            self.n -= 1
+            self.answered += 1
+            await JSONResponse(self.body, status_code=self.status)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 @dataclass
 class SyncEnv:
     hs_state: HubSpotState
@@ -106,6 +129,8 @@ class SyncEnv:
     db_url: str
     clock: WallClock = field(default_factory=WallClock)
     fake: FakeTime = field(default_factory=FakeTime)
+    hs_write_faults: WriteFaults | None = None
+    br_write_faults: WriteFaults | None = None
 
     def writes(self) -> tuple[int, int]:
         """State-changing calls each sandbox has answered so far (HubSpot, Brevo)."""
@@ -202,6 +227,27 @@ class SyncEnv:
 
     # --- faults ----------------------------------------------------------------------------------
 
+    def fail_writes(self, system: str, n: int, status: int = 503) -> None:
+        """Answer the next ``n`` write calls to ``system`` ("hubspot" | "brevo") with ``status``."""
+        faults = self.hs_write_faults if system == "hubspot" else self.br_write_faults
+        assert faults is not None
+        faults.n, faults.status = n, status
+
+    def clear_faults(self) -> None:
+        """No fault pending anywhere any more."""
+        self.hs_state.faults.clear()
+        self.br_state.faults.clear()
+        for faults in (self.hs_write_faults, self.br_write_faults):
+            if faults is not None:
+                faults.n = 0
+
+    def faults_pending(self) -> bool:
+        """Whether an injected fault has not been used up yet."""
+        pending = [self.hs_state.faults.fail_next, self.br_state.faults.fail_next]
+        pending += [f.n for f in (self.hs_write_faults, self.br_write_faults) if f is not None]
+        storming = self.hs_state.faults.storm_until or self.br_state.faults.storm_until
+        return any(pending) or bool(storming)
+
     def storm(self, seconds: float, *, hubspot: bool = True, brevo: bool = True) -> None:
         """Answer every call with 429 until the clients' fake clock has moved ``seconds``."""
         states: list[HubSpotState | BrevoState] = []
@@ -263,15 +309,22 @@ async def sync_env(
     mapping = load_mapping(ROOT / "mappings" / "contacts.yaml", default_region="FR")
     create_custom_fields(hs_state, br_state, mapping)
     fake = FakeTime()
+    hs_faults = WriteFaults(
+        create_hubspot_app(hs_state),
+        {"status": "error", "message": "internal error", "category": "INTERNAL_ERROR"},
+    )
+    br_faults = WriteFaults(
+        create_brevo_app(br_state), {"code": "internal_error", "message": "Internal server error"}
+    )
     hubspot = HubSpotClient(
         HubSpotSettings(base_url="http://hubspot.test", access_token=HS_TOKEN),
-        transport=httpx.ASGITransport(create_hubspot_app(hs_state)),
+        transport=httpx.ASGITransport(hs_faults),
         sleep=fake.sleep,
         clock=fake.clock,
     )
     brevo = BrevoClient(
         BrevoSettings(base_url="http://brevo.test/v3", api_key=BR_KEY),
-        transport=httpx.ASGITransport(create_brevo_app(br_state)),
+        transport=httpx.ASGITransport(br_faults),
         limiters=brevo_limiters("general", clock=fake.clock, sleep=fake.sleep),
         sleep=fake.sleep,
     )
@@ -290,7 +343,19 @@ async def sync_env(
         clock=wall.now,
     )
     try:
-        yield SyncEnv(hs_state, br_state, hubspot, brevo, mapping, engine, url, wall, fake)
+        yield SyncEnv(
+            hs_state,
+            br_state,
+            hubspot,
+            brevo,
+            mapping,
+            engine,
+            url,
+            wall,
+            fake,
+            hs_faults,
+            br_faults,
+        )
     finally:
         await hubspot.aclose()
         await brevo.aclose()
