@@ -4,7 +4,8 @@
 ids (webhooks, the dead-letter retry) from either side — and does, in order:
 
 1. **fetch** the records named only by id, in batches (HubSpot ``batch/read``, 100 per call;
-   Brevo ``GET /contacts?ids=``, 20 per call);
+   Brevo ``GET /contacts?ids=``, 20 per call), and the Brevo contacts named by email (webhooks:
+   through the Brevo source, one call each from the API);
 2. **pair** them: by the link table (both ids), else by normalised email; a record's missing
    counterpart is read in batches too (HubSpot by id or by email; Brevo by id, or through the
    ``brevo_lookup`` strategy by email — one call each by default, a staged table in a resync);
@@ -123,7 +124,13 @@ class _Pair:
     br_mapped: MappedRecord | None = None
     failed: bool = False
     error: str = ""
+    failed_on: set[str] = field(default_factory=set)
     brevo_readback: BrevoContact | None = None
+
+    def fail(self, side: planner.Side, error: str) -> None:
+        """A write to ``side`` failed: the pair goes to the dead letters, with this error."""
+        self.failed, self.error = True, error
+        self.failed_on.add(side)
 
     @property
     def hubspot_id(self) -> str | None:
@@ -204,6 +211,7 @@ class SyncEngine:
         brevo: Sequence[BrevoContact] = (),
         hubspot_ids: Sequence[str] = (),
         brevo_ids: Sequence[str] = (),
+        brevo_emails: Sequence[str] = (),
         mode: Mode = "incremental",
         dry_run: bool = False,
         brevo_source: BrevoSource | None = None,
@@ -212,7 +220,9 @@ class SyncEngine:
     ) -> Outcome:
         """One pass over what changed; see the module docstring for the steps.
 
-        Pass ``out`` to add this pass's counts, plans and events to a running total.
+        ``brevo_emails`` names Brevo contacts by email (webhooks): they are read through the
+        Brevo source's ``by_emails`` and then treated like given records; absent ones are left
+        out. Pass ``out`` to add this pass's counts, plans and events to a running total.
         """
         out = out if out is not None else Outcome()
         hs_records = {r.id: r for r in hubspot}
@@ -225,6 +235,13 @@ class SyncEngine:
         source = brevo_source or self.api_source
         if missing_br:
             br_records.update(await source.by_ids([int(i) for i in missing_br]))
+        if brevo_emails:
+            known = {normalise_email(c.email) for c in br_records.values()}
+            wanted = (normalise_email(e) for e in brevo_emails)
+            emails = [e for e in dict.fromkeys(wanted) if e is not None and e not in known]
+            if emails:
+                for c in (await source.by_emails(emails)).values():
+                    br_records.setdefault(str(c.id), c)
 
         pairs, no_email = await self._pair(hs_records, br_records, source, out)
         await self._plan(pairs, out)
@@ -485,12 +502,12 @@ class SyncEngine:
     async def _guarded(
         self, out: Outcome, pairs: list[_Pair], what: str, call: Awaitable[Any]
     ) -> Any:
-        """Run a batch write; on a failure of the whole call, mark every pair of it as failed."""
+        """Run a HubSpot batch write; if the whole call fails, every pair of it failed."""
         try:
             return await call
         except ApiError as e:
             for p in pairs:
-                p.failed, p.error = True, str(e)
+                p.fail("hubspot", str(e))
             out.failures.append(f"{what}: {e}")
             out.counts["failed"] += len(pairs)
             log.warning("sync.batch_failed", what=what, error=str(e), records=len(pairs))
@@ -503,7 +520,7 @@ class SyncEngine:
             if err.index is None or not 0 <= err.index < len(pairs):
                 continue
             p = pairs[err.index]
-            p.failed, p.error = True, f"{what}: {err.category or err.code or ''} {err.message}"
+            p.fail("hubspot", f"{what}: {err.category or err.code or ''} {err.message}")
             out.counts["failed"] += 1
 
     async def _write_brevo(self, pairs: list[_Pair], mode: Mode, out: Outcome) -> None:
@@ -557,12 +574,12 @@ class SyncEngine:
                 )
                 out.counts["brevo_updated"] += 1
         except (ValidationError, ConflictError) as e:
-            p.failed, p.error = True, f"brevo write: {e}"
+            p.fail("brevo", f"brevo write: {e}")
             out.counts["failed"] += 1
             if isinstance(e, FieldValidationError):
                 out.counts["invalid_fields"] += 1
         except ApiError as e:
-            p.failed, p.error = True, f"brevo write: {e}"
+            p.fail("brevo", f"brevo write: {e}")
             out.counts["failed"] += 1
             out.failures.append(str(e))
 
@@ -587,7 +604,7 @@ class SyncEngine:
             missing = await self._confirm_import(imported, started, process_ids, out)
         except ApiError as e:
             for p in imported:
-                p.failed, p.error = True, f"brevo import: {e}"
+                p.fail("brevo", f"brevo import: {e}")
             out.counts["failed"] += len(imported)
             out.failures.append(str(e))
             return
@@ -629,11 +646,11 @@ class SyncEngine:
             if contact is not None:
                 p.brevo = contact
                 continue
-            p.failed = True
             fields = ", ".join(self.mapping.field_by_key(f).brevo for f in self._lost(p))
-            p.error = (
+            p.fail(
+                "brevo",
                 f"Brevo did not keep {fields or 'the contact'} after the import (wrong attribute "
-                "type, or the attribute does not exist: run connector mappings check)"
+                "type, or the attribute does not exist: run connector mappings check)",
             )
             failed += 1
         out.counts["failed"] += failed
@@ -671,37 +688,43 @@ class SyncEngine:
                 continue
             if p.failed:
                 dead.append(p)
-                continue
             if p.hubspot_id is None or p.brevo_id is None:
                 continue
+            # A write that failed leaves its field's base as it was; the writes beside it that
+            # succeeded are recorded, so they are recognised as ours when they come back.
             written = {a.field: a.target for a in plan.actions if a.target is not None}
             bases = {
                 name: ledger.BaseEntry(b.value_hash, b.origin, written.get(name), b.synced_at)
                 for name, b in plan.ledger_updates.items()
+                if written.get(name) not in p.failed_on
             }
+            if p.failed and not bases:
+                continue
             writes.append(
                 ledger.PairWrite(
                     hubspot_id=p.hubspot_id,
                     brevo_id=p.brevo_id,
-                    identity_key=p.key,
+                    identity_key=self._identity_after(p),
                     bases=bases,
                     link_id=p.link.id if p.link else None,
                 )
             )
             synced.append(p)
-            self._events(p, out)
+            if not p.failed:
+                self._events(p, out)
         async with self.sessions() as s, s.begin():
             if writes:
                 link_ids = await ledger.save_pairs(s, self.object_type, writes, now=now)
                 await history.record(s, self._history(synced, link_ids, now))
             if no_email:
                 await skipped.record_skipped(s, "hubspot", self.object_type, no_email, now)
-            synced_hs = [w.hubspot_id for w in writes if w.hubspot_id]
+            synced_hs = [p.hubspot_id for p in synced if p.hubspot_id and not p.failed]
             if synced_hs:
                 await skipped.clear_skipped(s, "hubspot", self.object_type, synced_hs)
+            clean = [p for p in synced if not p.failed]
             done: list[tuple[Literal["hubspot", "brevo"], str]] = [
-                ("hubspot", w.hubspot_id) for w in writes if w.hubspot_id
-            ] + [("brevo", w.brevo_id) for w in writes if w.brevo_id]
+                ("hubspot", p.hubspot_id) for p in clean if p.hubspot_id
+            ] + [("brevo", p.brevo_id) for p in clean if p.brevo_id]
             if done:
                 out.counts["dead_letters_resolved"] += await deadletters.resolve_records(
                     s, self.object_type, done, now
@@ -722,6 +745,13 @@ class SyncEngine:
         out.counts["linked"] += len(writes)
         out.counts["dead_lettered"] += len(dead)
 
+    def _identity_after(self, p: _Pair) -> str | None:
+        """The pair's email once this pass's writes are done (an email change moves it)."""
+        change = p.plan.email_change if p.plan is not None else None
+        if change is not None and change.target not in p.failed_on and change.new:
+            return normalise_email(change.new) or p.key
+        return p.key
+
     def _history(
         self, pairs: Sequence[_Pair], link_ids: Sequence[int], now: datetime
     ) -> list[history.HistoryEntry]:
@@ -729,10 +759,11 @@ class SyncEngine:
         entries: list[history.HistoryEntry] = []
         for p, link_id in zip(pairs, link_ids, strict=True):
             assert p.plan is not None
+            actions = [a for a in p.plan.actions if a.target not in p.failed_on]
             entries += history.from_actions(
                 self.object_type,
                 link_id,
-                p.plan.actions,
+                actions,
                 now,
                 hubspot_modified=hubspot_modified(p.hubspot, self.modified_prop)
                 if p.hubspot is not None

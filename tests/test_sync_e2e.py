@@ -723,12 +723,6 @@ async def test_removing_the_email_of_a_linked_hubspot_contact(tmp_path: Path) ->
         assert [(s.object_id, s.reason) for s in listed] == [(hid, "no email")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a pair that failed on one side records no ledger base at all, not even for the "
-    "write that succeeded on the other side: the next edit there is taken for a conflict "
-    "(see report)",
-)
 async def test_a_write_that_succeeded_beside_a_failed_one_is_not_a_change(
     tmp_path: Path,
 ) -> None:
@@ -758,11 +752,6 @@ async def test_a_write_that_succeeded_beside_a_failed_one_is_not_a_change(
         assert props["firstname"] == "Uno"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the link's identity key is the HubSpot email read at the start of the cycle, so a "
-    "Brevo email change is stored one cycle late (see report)",
-)
 async def test_link_identity_key_follows_a_brevo_email_change_at_once(tmp_path: Path) -> None:
     async with sync_env(tmp_path) as env:
         await pair_of_ann(env)
