@@ -345,10 +345,16 @@ class SyncEngine:
                 continue
             p.brevo = c
 
-        await self._complete(list(pairs.values()), source, out)
+        await self._complete(list(pairs.values()), source, out, no_email)
         return list(pairs.values()), no_email
 
-    async def _complete(self, pairs: list[_Pair], source: BrevoSource, out: Outcome) -> None:
+    async def _complete(
+        self,
+        pairs: list[_Pair],
+        source: BrevoSource,
+        out: Outcome,
+        no_email: list[tuple[str, str]],
+    ) -> None:
         """Read each pair's missing side: by linked id where known, else by email."""
         hs_by_id = [p for p in pairs if p.hubspot is None and p.link and p.link.hubspot_id]
         hs_by_email = [p for p in pairs if p.hubspot is None and not (p.link and p.link.hubspot_id)]
@@ -361,6 +367,17 @@ class SyncEngine:
             for p in hs_by_id:
                 assert p.link is not None and p.link.hubspot_id is not None
                 p.hubspot = got.get(p.link.hubspot_id)
+                if p.hubspot is not None and not normalise_email(p.hubspot.properties.get("email")):
+                    # its email was removed in HubSpot: not synced (the removal stands), listed
+                    p.plan = planner.PairPlan(
+                        kind="skip",
+                        hubspot_id=p.hubspot.id,
+                        brevo_id=p.link.brevo_id,
+                        reason="no email in HubSpot: not synced",
+                    )
+                    if all(object_id != p.hubspot.id for object_id, _ in no_email):
+                        no_email.append((p.hubspot.id, "no email"))
+                        out.counts["hubspot_without_email"] += 1
         if hs_by_email:
             emails = [p.key for p in hs_by_email if p.key]
             found = await self._read_hubspot(emails, by_email=True) if emails else []

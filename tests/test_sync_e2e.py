@@ -699,12 +699,6 @@ async def test_email_change_onto_an_address_another_brevo_contact_has(tmp_path: 
         assert c2 is not None and c2.attributes == {"FIRSTNAME": "Two"} and c2.ext_id is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a linked HubSpot contact whose email is removed is still synced through its link: "
-    "the ledger records an email write that was never sent, then Brevo's address is written "
-    "back to HubSpot (see report)",
-)
 async def test_removing_the_email_of_a_linked_hubspot_contact(tmp_path: Path) -> None:
     async with sync_env(tmp_path) as env:
         hid, bid = await pair_of_ann(env)
