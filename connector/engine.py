@@ -378,23 +378,22 @@ class SyncEngine:
                     if all(object_id != p.hubspot.id for object_id, _ in no_email):
                         no_email.append((p.hubspot.id, "no email"))
                         out.counts["hubspot_without_email"] += 1
+        found_hs: dict[str, HubSpotObject] = {}
         if hs_by_email:
             emails = [p.key for p in hs_by_email if p.key]
             found = await self._read_hubspot(emails, by_email=True) if emails else []
-            got_by_key = {normalise_email(r.properties.get("email")): r for r in found}
-            for p in hs_by_email:
-                p.hubspot = got_by_key.get(p.key)
+            found_hs = {k: r for r in found if (k := normalise_email(r.properties.get("email")))}
         if br_by_id:
             br_ids = [int(p.link.brevo_id) for p in br_by_id if p.link and p.link.brevo_id]
             got_br = await source.by_ids(br_ids)
             for p in br_by_id:
                 assert p.link is not None and p.link.brevo_id is not None
                 p.brevo = got_br.get(p.link.brevo_id)
+        found_br: dict[str, BrevoContact] = {}
         if br_by_email:
             emails = [p.key for p in br_by_email if p.key]
             found_br = await source.by_emails(emails) if emails else {}
-            for p in br_by_email:
-                p.brevo = found_br.get(p.key or "")
+        await self._claim_found(pairs, hs_by_email, found_hs, br_by_email, found_br, out)
         # A record found by email may already be linked to something else: leave such pairs.
         for p in pairs:
             if p.link is None:
@@ -415,6 +414,68 @@ class SyncEngine:
                     reason=f"linked record no longer in {' and '.join(gone)} (deleted or merged)",
                 )
                 out.counts["linked_record_gone"] += 1
+
+    async def _claim_found(
+        self,
+        pairs: list[_Pair],
+        hs_by_email: list[_Pair],
+        found_hs: dict[str, HubSpotObject],
+        br_by_email: list[_Pair],
+        found_br: dict[str, BrevoContact],
+        out: Outcome,
+    ) -> None:
+        """Give each pair the counterpart found by its email — unless that record is linked
+        to another one, or already belongs to another pair of this pass.
+
+        That happens when an email moved: a contact took a new address and someone else now
+        holds the old one (or the new one was held already). Pairing them would mix two
+        people; the pair waits instead (skipped this pass, retried by the next one, by when the
+        rename has gone through) and nothing is written for it.
+        """
+        if not (found_hs or found_br):
+            return
+        async with self.sessions() as s:
+            linked = await ledger.load_links(
+                s,
+                self.object_type,
+                hubspot_ids=[r.id for r in found_hs.values()],
+                brevo_ids=[str(c.id) for c in found_br.values()],
+            )
+        linked_hs = {lk.hubspot_id for lk in linked if lk.hubspot_id}
+        linked_br = {lk.brevo_id for lk in linked if lk.brevo_id}
+        taken_hs = {p.hubspot.id for p in pairs if p.hubspot is not None}
+        taken_br = {str(p.brevo.id) for p in pairs if p.brevo is not None}
+
+        def wait(p: _Pair, holder: str) -> None:
+            p.plan = planner.PairPlan(
+                kind="skip",
+                hubspot_id=p.hubspot_id,
+                brevo_id=p.brevo_id,
+                reason=f"{p.key} is held by a {holder} contact linked to another record "
+                "(an email moved): retried next pass",
+            )
+            out.counts["email_in_use_elsewhere"] += 1
+
+        for p in hs_by_email:
+            hs = found_hs.get(p.key or "")
+            if hs is None:
+                continue
+            if hs.id in linked_hs or hs.id in taken_hs:
+                wait(p, "HubSpot")
+                continue
+            p.hubspot = hs
+            taken_hs.add(hs.id)
+        for p in br_by_email:
+            if p.plan is not None:
+                continue
+            br = found_br.get(p.key or "")
+            if br is None:
+                continue
+            if str(br.id) in linked_br or str(br.id) in taken_br:
+                wait(p, "Brevo")
+                continue
+            p.brevo = br
+            taken_br.add(str(br.id))
 
     # --- planning ----------------------------------------------------------------------------
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from sync_env import SyncEnv, sync_env
 
 from connector.engine import Outcome
@@ -616,11 +615,6 @@ async def test_dry_run_writes_nothing_and_counts_what_a_real_run_does(tmp_path: 
 # --- identity collisions (bugs found by these tests) ----------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine pairs a record found by email with a record linked elsewhere: writes mix two "
-    "people, then save_pairs raises 'brevo_id appears twice in one batch' (see report)",
-)
 async def test_old_email_taken_by_a_new_hubspot_contact(tmp_path: Path) -> None:
     async with sync_env(tmp_path) as env:
         h1 = env.hs_create(email="first@example.com", firstname="One", lastname="Original")
@@ -647,10 +641,6 @@ async def test_old_email_taken_by_a_new_hubspot_contact(tmp_path: Path) -> None:
         await assert_quiet(env)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine pairs a record found by email with a record linked elsewhere (see report)",
-)
 async def test_old_email_taken_by_a_new_brevo_contact(tmp_path: Path) -> None:
     async with sync_env(tmp_path) as env:
         h1 = env.hs_create(email="first@example.com", firstname="One", lastname="Original")
@@ -676,11 +666,6 @@ async def test_old_email_taken_by_a_new_brevo_contact(tmp_path: Path) -> None:
         await assert_quiet(env)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an unlinked Brevo contact holding the new address is paired with the renamed, "
-    "already linked HubSpot contact; two dead letters per cycle, forever (see report)",
-)
 async def test_email_change_onto_an_address_another_brevo_contact_has(tmp_path: Path) -> None:
     async with sync_env(tmp_path) as env:
         h1 = env.hs_create(email="first@example.com", firstname="One")
