@@ -3,10 +3,11 @@
     connector [--config PATH] test          the connection test (✓/✗ per check)
     connector [--config PATH] db upgrade    bring the state database to the newest schema
     connector [--config PATH] db current    show the schema revision
-    connector [--config PATH] run [--once]  the daemon (scheduled pulls, reconciliation)
+    connector [--config PATH] run [--once]  the daemon (pulls, reconciliation, webhooks)
     connector [--config PATH] status [--json]   connections, last syncs, counts, last error
     connector [--config PATH] explain EMAIL     one contact's sync history
     connector [--config PATH] dlq list|retry    dead letters: records that kept failing
+    connector [--config PATH] webhooks status   webhook URLs to register, the inbox
     connector sandbox [--seed-contacts N]   run the HubSpot and Brevo sandboxes on loopback
     connector demo                          everything against the sandboxes, no accounts
 
@@ -349,20 +350,39 @@ async def _run_daemon(settings: Settings, once: bool) -> int:
         if not rt.engines:
             _fail("nothing to sync: enable an object under connectors.hubspot.sync", EXIT_CONFIG)
         if not once:
-            await daemon.run()
+            try:
+                await daemon.run()
+            except ConnectorError as e:
+                _fail(str(e), 1)
             return 0
         results = await daemon.run_once()
         for result in results:
             click.echo(_job_line(result))
-        return 1 if any(r.status == "failed" for r in results) else 0
+        inbox = daemon.last_inbox
+        if inbox is not None and (inbox.claimed or inbox.error):
+            click.echo(_inbox_line(inbox))
+        failed = any(r.status == "failed" for r in results) or (inbox is not None and inbox.failed)
+        return 1 if failed else 0
+
+
+def _inbox_line(result: Any) -> str:
+    counts = {**result.summary(), **result.counts}
+    shown = ", ".join(f"{k}={v}" for k, v in counts.items() if v)
+    text = f"inbox: {'failed' if result.failed else 'ok'} — {shown or 'nothing to do'}"
+    if result.error or result.failures:
+        text += f" — {result.error or '; '.join(result.failures[:5])}"
+    return scrub(text)
 
 
 @cli.command("run")
-@click.option("--once", is_flag=True, help="Run one cycle of every job, then exit.")
+@click.option(
+    "--once", is_flag=True, help="Run one cycle of every job and one inbox pass, then exit."
+)
 @click.pass_context
 def run_cmd(ctx: click.Context, once: bool) -> None:
     """The daemon: incremental pulls every poll_interval, reconciliation every
-    reconcile_interval, until SIGTERM (which finishes the batch in flight and exits 0)."""
+    reconcile_interval and, with a webhooks: section, the webhook intake and its inbox
+    worker, until SIGTERM (which finishes the batch in flight and exits 0)."""
     settings = _settings(ctx)
     fmt = settings.logging.format
     configure_logging(
@@ -598,6 +618,78 @@ def dlq_retry(ctx: click.Context, ids: tuple[int, ...], retry_all: bool) -> None
 
 
 # --- sandbox and demo --------------------------------------------------------------------
+
+
+# --- webhooks ----------------------------------------------------------------------------
+
+
+@cli.group("webhooks")
+def webhooks_group() -> None:
+    """Webhook intake: the URLs to register with HubSpot and Brevo, and the inbox."""
+
+
+async def _webhooks_status(settings: Settings, as_json: bool) -> int:
+    import json
+
+    from connector.store import db, inbox
+
+    hooks = settings.webhooks
+    if hooks is None:
+        _fail(
+            "Webhooks are not configured: add a webhooks: section to the config "
+            "(listen_host, listen_port, public_url, brevo_token).",
+            1,
+        )
+    base = hooks.public_url or f"http://{hooks.listen_host}:{hooks.listen_port}"
+    engine = db.create_engine(settings.database.url, sqlite_begin="DEFERRED")
+    try:
+        await _store_ready(engine)
+        async with db.session_factory(engine)() as s:
+            counts = await inbox.counts_by_status(s)
+    finally:
+        await engine.dispose()
+    report: dict[str, Any] = {
+        "listen": f"{hooks.listen_host}:{hooks.listen_port}",
+        "public_url": hooks.public_url,
+        "hubspot_url": base + hooks.hubspot_path,
+        "brevo_url": base + hooks.brevo_path,
+        "hubspot_secret_set": settings.connectors.hubspot.app_client_secret is not None,
+        "brevo_token_set": hooks.brevo_token is not None,
+        "inbox": counts,
+    }
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return 0
+
+    def mark(ok: bool, missing: str) -> str:
+        return "✓ set" if ok else f"✗ missing ({missing}): every request gets 401"
+
+    click.echo(f"Listening on       {report['listen']}")
+    click.echo(f"HubSpot target URL {report['hubspot_url']}")
+    click.echo(
+        "  signature secret "
+        + mark(report["hubspot_secret_set"], "connectors.hubspot.app_client_secret")
+    )
+    click.echo(f"Brevo webhook URL  {report['brevo_url']}")
+    click.echo("  bearer token     " + mark(report["brevo_token_set"], "webhooks.brevo_token"))
+    if hooks.public_url is None:
+        click.echo("  (set webhooks.public_url to the address HubSpot and Brevo can reach)")
+    click.echo("Inbox              " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    if counts.get("dead"):
+        click.echo(
+            f"  {counts['dead']} event(s) dead: their sync kept failing (the inbox table's "
+            "last_error says why); the periodic pulls still carry those records' changes"
+        )
+    return 0
+
+
+@webhooks_group.command("status")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@click.pass_context
+def webhooks_status(ctx: click.Context, as_json: bool) -> None:
+    """The URLs to register, whether their secrets are set, and the inbox per status."""
+    settings = _settings(ctx)
+    sys.exit(asyncio.run(_webhooks_status(settings, as_json)))
 
 
 async def _serve_sandbox(seed: int, hubspot_port: int, brevo_port: int, rate_limits: bool) -> None:

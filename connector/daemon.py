@@ -20,6 +20,13 @@ A failing job is logged and recorded; it never stops the daemon. :meth:`Daemon.s
 SIGINT) lets the batch in flight finish (the pull checks ``stop`` between batches), waits at
 most ``stop_grace`` seconds, cancels what is left (its run is recorded ``interrupted``; the
 cursors were committed batch by batch, so nothing is lost) and returns.
+
+Webhooks (``webhooks:`` in the config): :meth:`Daemon.run` also serves the intake app
+(:mod:`connector.web`) on ``listen_host:listen_port`` and runs the inbox worker loop
+(:class:`~connector.worker.InboxWorker`), whose engine passes hold the same per-object lock and
+lease as the jobs (:meth:`Daemon.inbox_lease`). On stop the web server stops accepting first,
+then the worker finishes its batch; the inbox is durable, so whatever arrived is processed
+after the restart. :meth:`Daemon.run_once` drains the inbox once after the pulls.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import sqlalchemy as sa
 import structlog
@@ -48,6 +55,11 @@ from connector.errors import ConnectorError, scrub
 from connector.runtime import Runtime
 from connector.store import db, leases, runs
 from connector.store.models import Run, System
+from connector.worker import InboxWorker, ObjectBusy, WorkerResult
+
+if TYPE_CHECKING:
+    from connector.config import WebhookSettings
+    from connector.web import WebServer
 
 log = structlog.get_logger(__name__)
 
@@ -146,7 +158,7 @@ class JobResult:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-class LeaseBusy(ConnectorError):
+class LeaseBusy(ObjectBusy):
     """A daemon kept the object type's lease longer than a command would wait."""
 
 
@@ -209,6 +221,8 @@ class Daemon:
         lease_ttl: timedelta = LEASE_TTL,
         stop_grace: float = STOP_GRACE,
         clock: Callable[[], datetime] = utcnow,
+        worker: InboxWorker | None = None,
+        inbox_idle_wait: float = 1.0,
     ) -> None:
         self.runtime = runtime
         self.settings = runtime.settings
@@ -226,6 +240,17 @@ class Daemon:
         self._pullers: dict[str, object] = {}
         self.scheduler: AsyncIOScheduler | None = None
         self.log = log.bind(worker=self.worker_id)
+        self.worker = worker or InboxWorker(
+            runtime, worker_id=self.worker_id, guard=self.inbox_lease
+        )
+        self.inbox_idle_wait = inbox_idle_wait
+        #: What the last :meth:`drain_inbox` did (``run --once`` prints it).
+        self.last_inbox: WorkerResult | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self._server: WebServer | None = None
+        self._server_task: asyncio.Task[None] | None = None
+        self._worker_task: asyncio.Task[None] | None = None
+        self._listener: socket.socket | None = None
 
     # --- jobs -------------------------------------------------------------------------------
 
@@ -370,14 +395,112 @@ class Daemon:
             **({"error": scrub(error)} if error else {}),
         )
 
+    # --- the inbox worker and the web app ---------------------------------------------------
+
+    @asynccontextmanager
+    async def inbox_lease(self, object_type: str) -> AsyncIterator[None]:
+        """The worker's guard: ``object_type``'s in-process lock and database lease, as a job
+        holds them; :class:`LeaseBusy` at once if a job or another daemon has them."""
+        lock = self._locks.setdefault(object_type, asyncio.Lock())
+        if self._stopping.is_set():
+            raise LeaseBusy("the daemon is stopping")
+        if lock.locked():
+            raise LeaseBusy(f"a job of {object_type} is running")
+        async with (
+            lock,
+            holding_lease(self.sessions, object_type, self.worker_id, ttl=self.lease_ttl, wait=0),
+        ):
+            async with self.sessions() as s, s.begin():
+                closed = await runs.mark_interrupted(
+                    s, self.clock(), kind="worker", object_type=object_type
+                )
+            if closed:
+                self.log.warning("worker.interrupted_runs_closed", object=object_type, runs=closed)
+            yield
+
+    async def drain_inbox(self) -> WorkerResult:
+        """One pass of the inbox worker; never raises (a broken pass says why in ``error``).
+
+        Cancelled with the jobs once a stop's grace is over."""
+        task = asyncio.create_task(self.worker.run_once(self._stopping), name="inbox pass")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        try:
+            result = await task
+        except Exception as e:
+            error = scrub(f"{type(e).__name__}: {e}")
+            self.log.error("worker.error", error=error)
+            result = WorkerResult(error=error)
+        self.last_inbox = result
+        return result
+
+    async def start_web(self, hooks: WebhookSettings) -> None:
+        """Serve the webhook intake on ``listen_host:listen_port``; :class:`ConnectorError`
+        if the address cannot be bound."""
+        from connector.web import build_server, create_web_app
+
+        hs = self.settings.connectors.hubspot
+        secret = hs.app_client_secret.get_secret_value() if hs.app_client_secret else None
+        token = hooks.brevo_token.get_secret_value() if hooks.brevo_token else None
+        if secret is None:
+            self.log.warning(
+                "web.hubspot_webhooks_refused",
+                reason="no connectors.hubspot.app_client_secret: every HubSpot request gets 401",
+            )
+        if token is None:
+            self.log.warning(
+                "web.brevo_webhooks_refused",
+                reason="no webhooks.brevo_token: every Brevo request gets 401",
+            )
+        app = create_web_app(
+            sessions=self.sessions,
+            hubspot_secret=secret,
+            brevo_token=token,
+            settings=hooks,
+            log_webhooks=hs.log_webhooks,
+        )
+        try:
+            self._listener = _listen(hooks.listen_host, hooks.listen_port)
+        except OSError as e:
+            raise ConnectorError(
+                f"webhooks: cannot listen on {hooks.listen_host}:{hooks.listen_port} "
+                f"({e.strerror or e}); change webhooks.listen_port or stop what uses it"
+            ) from None
+        server = build_server(app, hooks)
+        task = asyncio.create_task(server.serve(sockets=[self._listener]), name="web")
+        self._server, self._server_task = server, task
+        while not server.started:
+            if task.done():
+                task.result()  # re-raise the start-up error
+                raise ConnectorError("webhooks: the web server stopped while starting")
+            await asyncio.sleep(0.01)
+        host, port = self._listener.getsockname()[:2]
+        self.log.info(
+            "web.listening",
+            address=f"{host}:{port}",
+            hubspot_path=hooks.hubspot_path,
+            brevo_path=hooks.brevo_path,
+        )
+
+    def start_worker(self) -> None:
+        """Run the inbox worker loop until :meth:`stop`."""
+        self._worker_task = asyncio.create_task(
+            self.worker.run(self._stopping, idle_wait=self.inbox_idle_wait), name="inbox worker"
+        )
+        self._background.add(self._worker_task)
+        self._worker_task.add_done_callback(self._background.discard)
+
     # --- start, cycles, scheduler ----------------------------------------------------------
 
     async def prepare(self) -> None:
         """Bring the database to the newest schema (the daemon migrates on start)."""
         await asyncio.to_thread(db.upgrade, self.settings.database.url, "head")
 
-    async def run_once(self, *, reconcile: bool | None = None) -> list[JobResult]:
-        """One cycle: per object, pull HubSpot, pull Brevo, then reconcile if due.
+    async def run_once(
+        self, *, reconcile: bool | None = None, inbox: bool = True
+    ) -> list[JobResult]:
+        """One cycle: per object, pull HubSpot, pull Brevo, then reconcile if due; then, with
+        ``inbox``, one pass of the inbox worker (:attr:`last_inbox`).
 
         ``reconcile``: ``None`` reconciles the objects whose reconciliation is due
         (:meth:`reconcile_due_at`), ``True`` all, ``False`` none.
@@ -396,6 +519,12 @@ class Daemon:
             if spec.kind == "reconcile" and not due[spec.object_type]:
                 continue
             results.append(await self._tracked(spec))
+        if inbox and not self._stopping.is_set():
+            try:
+                await self.drain_inbox()
+            except asyncio.CancelledError:  # the pass, cancelled by a stop: not us
+                if _current_task_cancelling():
+                    raise
         return results
 
     async def reconcile_due_at(self, object_type: str) -> datetime:
@@ -438,7 +567,12 @@ class Daemon:
             await self._tracked(spec)
 
     async def run(self) -> None:
-        """Schedule every job and run until :meth:`stop`; then stop gracefully."""
+        """Schedule every job (with ``webhooks:`` configured, also serve the intake and run
+        the inbox worker) and run until :meth:`stop`; then stop gracefully."""
+        hooks = self.settings.webhooks
+        if hooks is not None:
+            await self.start_web(hooks)
+            self.start_worker()
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         now = self.clock()
         for spec in self.jobs():
@@ -465,17 +599,29 @@ class Daemon:
             objects=self.objects,
             poll_interval=self.settings.sync.poll_interval,
             reconcile_interval=self.settings.sync.reconcile_interval,
+            webhooks=hooks is not None,
         )
         await self._stopping.wait()
         await self._shutdown()
 
     async def _shutdown(self) -> None:
+        """Stop accepting webhooks, then let the jobs and the worker finish their batch."""
+        if self._server is not None:
+            self._server.should_exit = True  # closes the listener on its next tick
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.pause()
-        pending = set(self._running)
+        pending: set[asyncio.Task[Any]] = {*self._running, *self._background}
+        if self._server_task is not None:
+            pending.add(self._server_task)
         if pending:
-            self.log.info("daemon.stopping", jobs=[t.get_name() for t in pending])
+            self.log.info("daemon.stopping", tasks=sorted(t.get_name() for t in pending))
             await asyncio.wait(pending, timeout=self.stop_grace + 2.0)
+        if self._server_task is not None and not self._server_task.done():
+            self._server_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._server_task
+        if self._listener is not None:
+            self._listener.close()
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         self.log.info("daemon.stopped")
@@ -491,7 +637,7 @@ class Daemon:
             asyncio.get_running_loop().call_later(self.stop_grace, self._cancel_running)
 
     def _cancel_running(self) -> None:
-        for task in self._running:
+        for task in [*self._running, *self._background]:
             task.cancel()
 
     @property
@@ -503,6 +649,21 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (IPv6 if ``host`` has a colon)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _current_task_cancelling() -> bool:

@@ -1,0 +1,446 @@
+"""The inbox worker: webhook events (and dirty keys) → one engine pass per object type.
+
+Webhooks only mark records dirty (DESIGN §2): :meth:`InboxWorker.run_once` claims up to
+``batch`` due inbox items (:func:`connector.store.inbox.claim`), groups them per object type,
+coalesces them per record — a hundred events for one contact make one read — and hands each
+object type's records to ONE :meth:`SyncEngine.sync` (``mode="incremental"``), which reads the
+current state of both sides in batches. What the items name:
+
+========================  ==============================================================
+HubSpot event             ``object_id`` → ``hubspot_ids`` (a merge: its surviving id too)
+Brevo event               ``object_id`` (e-mail) → ``brevo_emails``; a numeric one → ``brevo_ids``
+pull dirty key            ``object_id`` → the ids of ``payload["system"]``
+========================  ==============================================================
+
+Outcomes per object type: the pass ran (its per-record failures are the engine's dead letters)
+→ the items are ``done``; the pass raised → each item is retried with exponential backoff and
+ends ``dead`` after ``max_attempts`` (visible in the ``runs`` record of the pass and in the
+``inbox`` table); the object type is busy (its lease is held by a pull or another daemon) →
+the items are released untried and claimed again later; no engine for the object type →
+``done``, counted as ignored.
+
+TODO(DESIGN §5, deletes/merges/privacy): a ``*.deletion``, ``*.privacyDeletion`` or Brevo
+``contactDeleted`` event is completed without a read today (the engine already treats a pair
+whose linked record vanished as "linked record gone" and skips it); the configured
+``delete | blocklist | ignore`` in Brevo, moving a merged contact's link to the surviving id
+and merging the Brevo duplicate away, the GDPR purge on both sides and in the store, and
+"a Brevo unsubscribe / hard bounce always reaches HubSpot and is never overwritten back"
+are the next step. Merges read the surviving record; unsubscribes and bounces read the
+contact like any change.
+
+:meth:`InboxWorker.run` loops until its stop event; when a pass found nothing it sleeps
+``idle_wait`` seconds, which is the coalescing window: events for one record that arrive
+within it are read once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Literal
+
+import structlog
+
+from connector.brevo.webhooks import event_name
+from connector.engine import Outcome, SyncEngine
+from connector.errors import ConnectorError, scrub
+from connector.store import inbox, runs
+from connector.store.inbox import InboxItem
+
+if TYPE_CHECKING:
+    from connector.runtime import Runtime
+
+log = structlog.get_logger(__name__)
+
+EventKind = Literal["change", "merge", "delete", "privacy", "none"]
+"""What an event means for its record: read it (``change``, ``merge``), deletion semantics
+(``delete``, ``privacy``: DESIGN §5, not yet), or nothing to read (``none``)."""
+
+LeaseGuard = Callable[[str], AbstractAsyncContextManager[None]]
+"""``guard(object_type)``: held around each engine pass; raises :class:`ObjectBusy` when the
+object type's lease is taken (the daemon passes its ``sync:{object_type}`` lease)."""
+
+#: HubSpot event actions (``contact.<action>``) that are not a plain change.
+HUBSPOT_KINDS: dict[str, EventKind] = {
+    "deletion": "delete",
+    "privacyDeletion": "privacy",
+    "merge": "merge",
+}
+#: Brevo events (camelCase) that are not a plain change of the contact.
+BREVO_KINDS: dict[str, EventKind] = {
+    "contactDeleted": "delete",
+    # campaign engagement: nothing in the contact changed
+    "delivered": "none",
+    "opened": "none",
+    "uniqueOpened": "none",
+    "proxyOpen": "none",
+    "click": "none",
+    "softBounce": "none",
+    "deferred": "none",
+    "request": "none",
+}
+
+
+def utcnow() -> datetime:
+    """The current time, aware UTC."""
+    return datetime.now(UTC)
+
+
+def exponential_backoff(
+    base: timedelta = timedelta(seconds=30), cap: timedelta = timedelta(hours=1)
+) -> Callable[[int], timedelta]:
+    """``attempts -> delay``: ``base``, twice that, four times … at most ``cap``."""
+
+    def delay(attempts: int) -> timedelta:
+        return min(base * (1 << min(max(attempts - 1, 0), 30)), cap)
+
+    return delay
+
+
+def event_kind(item: InboxItem) -> EventKind:
+    """What one inbox item means for its record (see :data:`EventKind`)."""
+    if item.source == "hubspot":
+        action = item.event_type.partition(".")[2]
+        return HUBSPOT_KINDS.get(action, "change")
+    if item.source == "brevo":
+        # the intake stores camelCase; older rows may hold Brevo's snake_case spelling
+        return BREVO_KINDS.get(event_name(item.event_type), "change")
+    return "change"  # a pull's dirty key
+
+
+class ObjectBusy(ConnectorError):
+    """The object type's lease is held elsewhere: its items are released and tried later."""
+
+
+@dataclass
+class ObjectBatch:
+    """The claimed items of one object type, coalesced per record."""
+
+    object_type: str
+    items: list[InboxItem] = field(default_factory=list)
+    hubspot_ids: dict[str, None] = field(default_factory=dict)
+    brevo_ids: dict[str, None] = field(default_factory=dict)
+    brevo_emails: dict[str, None] = field(default_factory=dict)
+    kinds: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def ids(self) -> list[int]:
+        return [i.id for i in self.items]
+
+    @property
+    def records(self) -> int:
+        """Distinct records to read."""
+        return len(self.hubspot_ids) + len(self.brevo_ids) + len(self.brevo_emails)
+
+    def add(self, item: InboxItem) -> None:
+        """Take one item: remember its record unless the event needs no read."""
+        self.items.append(item)
+        kind = event_kind(item)
+        self.kinds[kind] += 1
+        if kind not in ("change", "merge"):
+            return
+        if item.system == "hubspot":
+            self.hubspot_ids[item.object_id] = None
+            if kind == "merge":
+                for key in ("newObjectId", "primaryObjectId"):
+                    survivor = item.payload.get(key)
+                    if isinstance(survivor, int | str) and str(survivor).isdigit():
+                        self.hubspot_ids[str(survivor)] = None
+        elif "@" in item.object_id:
+            self.brevo_emails[item.object_id.strip().lower()] = None
+        else:
+            self.brevo_ids[item.object_id] = None
+
+
+def coalesce(items: Iterable[InboxItem]) -> dict[str, ObjectBatch]:
+    """Claimed items per object type, each record once (first-seen order)."""
+    batches: dict[str, ObjectBatch] = {}
+    for item in items:
+        batch = batches.get(item.object_type)
+        if batch is None:
+            batch = batches[item.object_type] = ObjectBatch(item.object_type)
+        batch.add(item)
+    return batches
+
+
+@dataclass
+class WorkerResult:
+    """What one :meth:`InboxWorker.run_once` did, in events unless said otherwise."""
+
+    claimed: int = 0
+    records: int = 0
+    """distinct records handed to the engine"""
+    passes: int = 0
+    """engine passes run (one per object type with records)"""
+    completed: int = 0
+    ignored: int = 0
+    """completed without a read: no engine for their object type, or nothing to read"""
+    deletions: int = 0
+    """deletion / privacy events completed without a read (their semantics: DESIGN §5)"""
+    released: int = 0
+    """handed back untried (lease busy, stopping)"""
+    retried: int = 0
+    dead: int = 0
+    busy: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+    """the engine passes' counts, summed"""
+    error: str | None = None
+    """why the whole pass broke (the inbox could not be read or settled), if it did"""
+
+    @property
+    def failed(self) -> bool:
+        """Whether something raised: an engine pass (its events wait for a retry, or are
+        dead) or the worker itself (:attr:`error`)."""
+        return bool(self.retried or self.dead or self.error)
+
+    def summary(self) -> dict[str, int]:
+        """The worker's own counters (the engine's are in :attr:`counts`)."""
+        return {
+            "claimed": self.claimed,
+            "records": self.records,
+            "passes": self.passes,
+            "completed": self.completed,
+            "ignored": self.ignored,
+            "deletions": self.deletions,
+            "released": self.released,
+            "retried": self.retried,
+            "dead": self.dead,
+        }
+
+
+class InboxWorker:
+    """Drains the inbox into the engines of ``runtime``; see the module docstring.
+
+    ``guard`` is held around each engine pass (default: none; the daemon passes its per-object
+    lease). ``lease`` is how long claimed items stay ours; ``backoff(attempts)`` the wait
+    before a failed item is tried again; ``record_runs`` writes a ``worker`` run per pass.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        worker_id: str,
+        batch: int = 500,
+        lease: timedelta = timedelta(minutes=5),
+        max_attempts: int = 8,
+        backoff: Callable[[int], timedelta] | None = None,
+        guard: LeaseGuard | None = None,
+        engines: Mapping[str, SyncEngine] | None = None,
+        record_runs: bool = True,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        if batch < 1 or max_attempts < 1:
+            raise ValueError("batch and max_attempts must be at least 1")
+        self.sessions = runtime.sessions
+        self.engines = engines if engines is not None else runtime.engines
+        self.worker_id = worker_id
+        self.batch = batch
+        self.lease = lease
+        self.max_attempts = max_attempts
+        self.backoff = backoff or exponential_backoff()
+        self.guard = guard
+        self.record_runs = record_runs
+        self.clock = clock
+        self.log = log.bind(worker=worker_id)
+
+    # --- one pass ---------------------------------------------------------------------------
+
+    async def run_once(self, stop: asyncio.Event | None = None) -> WorkerResult:
+        """Claim a batch, run one engine pass per object type, settle every claimed item.
+
+        With ``stop`` set, object types not started yet are released. Items still claimed
+        when this is cancelled are released too (their attempt not counted).
+        """
+        started = time.perf_counter()
+        async with self.sessions() as s, s.begin():
+            items = await inbox.claim(
+                s, worker=self.worker_id, limit=self.batch, lease=self.lease, now=self.clock()
+            )
+        result = WorkerResult(claimed=len(items))
+        if not items:
+            return result
+        open_ids = {i.id for i in items}
+        try:
+            for batch in coalesce(items).values():
+                if stop is not None and stop.is_set():
+                    break
+                await self._process(batch, result)
+                open_ids.difference_update(batch.ids)
+        finally:
+            if open_ids:
+                result.released += len(open_ids)
+                await asyncio.shield(self._release(sorted(open_ids)))
+        self.log.info(
+            "worker.batch",
+            ms=round((time.perf_counter() - started) * 1000, 1),
+            busy=result.busy,
+            counts={k: int(v) for k, v in sorted(result.counts.items()) if v},
+            **result.summary(),
+        )
+        return result
+
+    async def _process(self, batch: ObjectBatch, result: WorkerResult) -> None:
+        engine = self.engines.get(batch.object_type)
+        ids = batch.ids
+        if engine is None:
+            result.ignored += len(ids)
+            await self._complete(ids, result)
+            return
+        # TODO(DESIGN §5): deletion / privacy semantics; until then they need no read.
+        deletions = batch.kinds["delete"] + batch.kinds["privacy"]
+        if not batch.records:
+            result.deletions += deletions
+            result.ignored += batch.kinds["none"]
+            await self._complete(ids, result)
+            return
+        try:
+            if self.guard is None:
+                outcome = await self._pass(engine, batch)
+            else:
+                async with self.guard(batch.object_type):
+                    outcome = await self._pass(engine, batch)
+        except ObjectBusy as busy:
+            self.log.info("worker.busy", object_type=batch.object_type, reason=str(busy))
+            result.busy.append(batch.object_type)
+            result.released += len(ids)
+            await self._release(ids)
+            return
+        except Exception as exc:
+            error = scrub(f"{type(exc).__name__}: {exc}")
+            result.failures.append(f"{batch.object_type}: {error}")
+            await self._fail(batch.items, error, result)
+            return
+        result.passes += 1
+        result.records += batch.records
+        result.deletions += deletions
+        result.ignored += batch.kinds["none"]
+        result.counts.update(outcome.counts)
+        result.failures += outcome.failures
+        await self._complete(ids, result)
+
+    async def _pass(self, engine: SyncEngine, batch: ObjectBatch) -> Outcome:
+        """The engine pass of one object type, recorded as a ``worker`` run."""
+        run_id = None
+        if self.record_runs:
+            async with self.sessions() as s, s.begin():
+                run_id = await runs.start_run(s, "worker", None, batch.object_type, self.clock())
+        try:
+            out = await engine.sync(
+                hubspot_ids=list(batch.hubspot_ids),
+                brevo_ids=list(batch.brevo_ids),
+                brevo_emails=list(batch.brevo_emails),
+                mode="incremental",
+            )
+        except BaseException as exc:
+            if run_id is not None:
+                status: Literal["failed", "interrupted"] = (
+                    "failed" if isinstance(exc, Exception) else "interrupted"
+                )
+                counts = {"events": len(batch.items), "records": batch.records}
+                await self._finish(run_id, status, counts, f"{type(exc).__name__}: {exc}")
+            raise
+        if run_id is not None:
+            counts = {
+                "events": len(batch.items),
+                "records": batch.records,
+                **{k: int(v) for k, v in out.counts.items()},
+            }
+            await self._finish(run_id, "ok", counts, "; ".join(out.failures[:5]) or None)
+        return out
+
+    async def _finish(
+        self,
+        run_id: int,
+        status: Literal["ok", "failed", "interrupted"],
+        counts: dict[str, int],
+        error: str | None,
+    ) -> None:
+        try:
+            async with self.sessions() as s, s.begin():
+                await runs.finish_run(s, run_id, status, counts, error, self.clock())
+        except Exception as exc:  # the next lease holder closes it as interrupted
+            self.log.error("worker.run_record_failed", run=run_id, error=scrub(str(exc)))
+
+    # --- settling items ---------------------------------------------------------------------
+
+    async def _complete(self, ids: Sequence[int], result: WorkerResult) -> None:
+        async with self.sessions() as s, s.begin():
+            result.completed += await inbox.complete(s, ids, worker=self.worker_id)
+
+    async def _release(self, ids: Sequence[int]) -> None:
+        async with self.sessions() as s, s.begin():
+            await inbox.release(s, ids, now=self.clock(), worker=self.worker_id)
+
+    async def _fail(self, items: Sequence[InboxItem], error: str, result: WorkerResult) -> None:
+        now = self.clock()
+        outcomes: Counter[str] = Counter()
+        async with self.sessions() as s, s.begin():
+            for item in items:
+                outcomes[
+                    await inbox.fail(
+                        s,
+                        item.id,
+                        error,
+                        now=now,
+                        max_attempts=self.max_attempts,
+                        backoff=self.backoff,
+                    )
+                ] += 1
+        result.retried += outcomes["retry"]
+        result.dead += outcomes["dead"]
+        self.log.warning(
+            "worker.pass_failed",
+            object_type=items[0].object_type if items else None,
+            events=len(items),
+            retried=outcomes["retry"],
+            dead=outcomes["dead"],
+            error=error,
+        )
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    async def run(
+        self, stop: asyncio.Event, idle_wait: float = 1.0, busy_wait: float = 2.0
+    ) -> None:
+        """:meth:`run_once` until ``stop`` is set; ``idle_wait`` seconds between passes that
+        found nothing (the coalescing window), ``busy_wait`` when every object was busy."""
+        self.log.info("worker.started", batch=self.batch, idle_wait=idle_wait)
+        while not stop.is_set():
+            wait: float = 0.0
+            try:
+                result = await self.run_once(stop)
+            except Exception as exc:  # the database hiccuped: try again after a pause
+                self.log.error("worker.error", error=scrub(f"{type(exc).__name__}: {exc}"))
+                wait = max(idle_wait, busy_wait)
+            else:
+                if not result.claimed:
+                    wait = idle_wait
+                elif result.released and not result.completed and not result.failed:
+                    wait = busy_wait
+            if wait > 0 and not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), wait)
+        self.log.info("worker.stopped")
+
+
+__all__ = [
+    "BREVO_KINDS",
+    "HUBSPOT_KINDS",
+    "EventKind",
+    "InboxWorker",
+    "LeaseGuard",
+    "ObjectBatch",
+    "ObjectBusy",
+    "WorkerResult",
+    "coalesce",
+    "event_kind",
+    "exponential_backoff",
+]
