@@ -20,12 +20,12 @@ import binascii
 import hashlib
 import hmac
 import json
-import math
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from connector.errors import ConnectorError
+from connector.payload import PayloadError, load_json
 from connector.store.inbox import InboxInput
 
 #: The fields hashed into an event's dedup key (the e-mail lower-cased first).
@@ -49,7 +49,6 @@ IDENTIFYING_FIELDS: tuple[str, ...] = (
 
 _EVENT = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}", re.ASCII)
 _CONTACT_ID = re.compile(r"[0-9]{1,19}", re.ASCII)
-_MAX_DEPTH = 32
 _MAX_EMAIL = 320
 
 
@@ -59,10 +58,6 @@ class BrevoAuthError(ConnectorError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"Brevo webhook authentication rejected: {reason}")
         self.reason = reason
-
-
-class PayloadError(ConnectorError, ValueError):
-    """The body is not a well-formed Brevo webhook event or batch (names no values)."""
 
 
 def _utf8(text: str) -> bytes:
@@ -104,58 +99,6 @@ def check_brevo_auth(headers: Mapping[str, str], token: str | None) -> None:
 
 
 # --- payloads ----------------------------------------------------------------------------------
-
-
-def _bad_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError("number out of range")
-    return value
-
-
-def _check_text(text: str) -> None:
-    if "\x00" in text:
-        raise PayloadError("a string contains a NUL character")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise PayloadError("a string contains an unpaired surrogate") from None
-
-
-def _check_tree(root: Any) -> None:
-    stack: list[tuple[Any, int]] = [(root, 0)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > _MAX_DEPTH:
-            raise PayloadError(f"nested deeper than {_MAX_DEPTH} levels")
-        if isinstance(node, str):
-            _check_text(node)
-        elif isinstance(node, dict):
-            for key, value in node.items():
-                _check_text(key)
-                stack.append((value, depth + 1))
-        elif isinstance(node, list):
-            stack.extend((value, depth + 1) for value in node)
-
-
-def load_json(body: bytes) -> Any:
-    """Parse strict UTF-8 JSON: no NaN/Infinity, no overflowing numbers, no absurd nesting."""
-    try:
-        data = json.loads(
-            body.decode("utf-8"), parse_constant=_bad_constant, parse_float=_finite_float
-        )
-    except UnicodeDecodeError:
-        raise PayloadError("the body is not UTF-8") from None
-    except RecursionError:
-        raise PayloadError(f"nested deeper than {_MAX_DEPTH} levels") from None
-    except ValueError as exc:
-        raise PayloadError(f"the body is not valid JSON ({type(exc).__name__})") from None
-    _check_tree(data)
-    return data
 
 
 def normalize_email(value: str) -> str:

@@ -19,14 +19,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
-import math
 import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from connector.errors import ConnectorError
+from connector.payload import PayloadError, load_json
 from connector.store.inbox import InboxInput
 
 #: Oldest accepted request, in seconds (HubSpot's own SDK uses 300).
@@ -64,10 +63,6 @@ class SignatureError(ConnectorError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"HubSpot webhook signature rejected: {reason}")
         self.reason = reason
-
-
-class PayloadError(ConnectorError, ValueError):
-    """The body is not a well-formed HubSpot webhook batch (the message names no values)."""
 
 
 def _utf8(text: str) -> bytes:
@@ -225,60 +220,7 @@ _TYPE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}\.[A-Za-z_][A-Za-z0-9_]{0,40}", 
 _OBJECT_TYPE_ID = re.compile(r"[0-9]{1,4}-[0-9]{1,12}", re.ASCII)
 _ASSOCIATION_TYPE = re.compile(r"([A-Z_]+?)_TO_[A-Z_]+", re.ASCII)
 _ID = re.compile(r"[A-Za-z0-9_.\-]{1,64}", re.ASCII)
-_MAX_DEPTH = 32
 _MAX_ID = 2**63
-
-
-def _bad_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError("number out of range")
-    return value
-
-
-def _check_tree(root: Any) -> None:
-    """Refuse nesting deeper than ``_MAX_DEPTH`` and text that no database can store."""
-    stack: list[tuple[Any, int]] = [(root, 0)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > _MAX_DEPTH:
-            raise PayloadError(f"nested deeper than {_MAX_DEPTH} levels")
-        if isinstance(node, str):
-            _check_text(node)
-        elif isinstance(node, dict):
-            for key, value in node.items():
-                _check_text(key)
-                stack.append((value, depth + 1))
-        elif isinstance(node, list):
-            stack.extend((value, depth + 1) for value in node)
-
-
-def _check_text(text: str) -> None:
-    if "\x00" in text:
-        raise PayloadError("a string contains a NUL character")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise PayloadError("a string contains an unpaired surrogate") from None
-
-
-def load_json(body: bytes) -> Any:
-    """Parse strict UTF-8 JSON: no NaN/Infinity, no overflowing numbers, no absurd nesting."""
-    try:
-        text = body.decode("utf-8")
-        data = json.loads(text, parse_constant=_bad_constant, parse_float=_finite_float)
-    except UnicodeDecodeError:
-        raise PayloadError("the body is not UTF-8") from None
-    except RecursionError:
-        raise PayloadError(f"nested deeper than {_MAX_DEPTH} levels") from None
-    except ValueError as exc:
-        raise PayloadError(f"the body is not valid JSON ({type(exc).__name__})") from None
-    _check_tree(data)
-    return data
 
 
 def _as_id(value: Any) -> str | None:
