@@ -34,6 +34,7 @@ BREVO_KEY_HINT = (
 )
 
 READ_OBJECTS = ("contacts", "companies", "deals")
+REGISTER_HINT = "run: connector webhooks register"
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,29 @@ async def database_check(settings: Settings) -> CheckResult:
     return CheckResult(name, True, f"revision {status.head}")
 
 
+async def brevo_webhook_check(settings: Settings, brevo: BrevoClient) -> CheckResult:
+    from connector.webhook_setup import brevo_url, find_brevo_webhook
+
+    name = "Brevo webhook registered"
+    assert settings.webhooks is not None
+    url = brevo_url(settings.webhooks)
+    if url is None:
+        return CheckResult(
+            name,
+            False,
+            "webhooks.public_url is not set",
+            "set webhooks.public_url, then run: connector webhooks register",
+        )
+
+    async def registered() -> CheckResult:
+        hook = await find_brevo_webhook(brevo, url)
+        if hook is None:
+            return CheckResult(name, False, f"no marketing webhook points at {url}", REGISTER_HINT)
+        return CheckResult(name, True, f"webhook {hook.id} → {url}")
+
+    return await _guard(name, registered, REGISTER_HINT)
+
+
 async def run_checks(
     settings: Settings, hubspot: HubSpotClient | None, brevo: BrevoClient | None
 ) -> Sequence[CheckResult]:
@@ -206,5 +230,7 @@ async def run_checks(
         results += await hubspot_checks(settings, hubspot)
     if brevo is not None:
         results += await brevo_checks(settings, brevo)
+        if settings.webhooks is not None:
+            results.append(await brevo_webhook_check(settings, brevo))
     results.append(await database_check(settings))
     return results

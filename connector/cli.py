@@ -692,6 +692,46 @@ def webhooks_status(ctx: click.Context, as_json: bool) -> None:
     sys.exit(asyncio.run(_webhooks_status(settings, as_json)))
 
 
+async def _webhooks_register(settings: Settings, dry_run: bool) -> int:
+    from connector.runtime import Runtime
+    from connector.webhook_setup import (
+        ensure_brevo_webhook,
+        hubspot_instructions,
+        hubspot_subscriptions,
+        targets,
+    )
+
+    try:
+        target = targets(settings)
+        subscriptions = hubspot_subscriptions(settings)
+    except ConfigError as e:
+        _fail(f"Configuration error:\n{e}", EXIT_CONFIG)
+    async with Runtime.open(settings, load_engines=False) as rt:
+        try:
+            created, hook_id = await ensure_brevo_webhook(rt.brevo, target, dry_run=dry_run)
+        except ConnectorError as e:
+            _fail(f"Brevo webhook: {e}", 1)
+    if created:
+        click.echo(f"Brevo: created marketing webhook {hook_id} → {target.brevo_url}")
+    elif hook_id is not None:
+        click.echo(f"Brevo: webhook {hook_id} already points at {target.brevo_url}; unchanged")
+    else:
+        click.echo(f"Brevo: would create a marketing webhook → {target.brevo_url} (dry run)")
+    click.echo("")
+    for line in hubspot_instructions(target, subscriptions):
+        click.echo(line)
+    return 0
+
+
+@webhooks_group.command("register")
+@click.option("--dry-run", is_flag=True, help="Show what would be done; create nothing.")
+@click.pass_context
+def webhooks_register(ctx: click.Context, dry_run: bool) -> None:
+    """Create Brevo's marketing webhook (once) and print HubSpot's webhook settings."""
+    settings = _settings(ctx)
+    sys.exit(asyncio.run(_webhooks_register(settings, dry_run)))
+
+
 async def _serve_sandbox(seed: int, hubspot_port: int, brevo_port: int, rate_limits: bool) -> None:
     from connector.sandbox.server import SandboxServers
 

@@ -1,0 +1,133 @@
+"""``connector webhooks register``: Brevo's marketing webhook, and HubSpot's app settings.
+
+Brevo's webhook is created through the API, once: a run first lists the marketing webhooks
+(one call; the /webhooks family allows 100 requests per hour) and creates one only when none
+points at ``{public_url}{brevo_path}``. HubSpot's subscriptions cannot be created with the
+connector's token (a legacy private app manages them in its UI, a project app in its
+``webhooks.json``), so the command prints the settings to enter there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from connector.brevo.client import BrevoClient
+from connector.brevo.models import BrevoWebhook
+from connector.config import Settings, WebhookSettings
+from connector.errors import ConfigError
+from connector.mapping import load_mapping
+from connector.runtime import mapping_path
+
+BREVO_EVENTS = (
+    "unsubscribed",
+    "hardBounce",
+    "spam",
+    "listAddition",
+    "contactUpdated",
+    "contactDeleted",
+)
+BREVO_DESCRIPTION = "HubSpot ⇄ Brevo connector"
+HUBSPOT_OBJECT_EVENTS = (
+    "contact.creation",
+    "contact.deletion",
+    "contact.merge",
+    "contact.privacyDeletion",
+    "contact.restore",
+)
+HUBSPOT_MAX_CONCURRENT = 10
+#: HubSpot rejects these as propertyChange subscriptions (API notes §2.1)
+HUBSPOT_UNSUBSCRIBABLE = frozenset({"hs_lastmodifieddate", "num_unique_conversion_events"})
+
+
+@dataclass(frozen=True)
+class Targets:
+    hubspot_url: str
+    brevo_url: str
+    brevo_token: str
+
+
+def targets(settings: Settings) -> Targets:
+    """The two webhook URLs and Brevo's bearer token; ConfigError naming a missing key."""
+    hooks = settings.webhooks
+    if hooks is None:
+        raise ConfigError(
+            "webhooks: section missing — add one with public_url and brevo_token",
+            key="webhooks",
+        )
+    if hooks.public_url is None:
+        raise ConfigError(
+            "webhooks.public_url is not set — the external base URL HubSpot and Brevo can "
+            "reach, such as https://sync.example.com",
+            key="webhooks.public_url",
+        )
+    if hooks.brevo_token is None:
+        raise ConfigError(
+            "webhooks.brevo_token is not set — a long random string; Brevo sends it back as "
+            "a bearer token",
+            key="webhooks.brevo_token",
+        )
+    return Targets(
+        hubspot_url=hooks.public_url + hooks.hubspot_path,
+        brevo_url=hooks.public_url + hooks.brevo_path,
+        brevo_token=hooks.brevo_token.get_secret_value(),
+    )
+
+
+def brevo_url(hooks: WebhookSettings) -> str | None:
+    return None if hooks.public_url is None else hooks.public_url + hooks.brevo_path
+
+
+async def find_brevo_webhook(brevo: BrevoClient, url: str) -> BrevoWebhook | None:
+    """The marketing webhook that points at ``url``, if any (one API call)."""
+    for hook in await brevo.list_webhooks("marketing"):
+        if hook.url.rstrip("/") == url.rstrip("/"):
+            return hook
+    return None
+
+
+async def ensure_brevo_webhook(
+    brevo: BrevoClient, target: Targets, *, dry_run: bool
+) -> tuple[bool, int | None]:
+    """(created, id): creates the webhook unless one exists; ``dry_run`` never creates."""
+    existing = await find_brevo_webhook(brevo, target.brevo_url)
+    if existing is not None:
+        return False, existing.id
+    if dry_run:
+        return False, None
+    hook_id = await brevo.create_webhook(
+        target.brevo_url,
+        BREVO_EVENTS,
+        type="marketing",
+        auth_token=target.brevo_token,
+        description=BREVO_DESCRIPTION,
+    )
+    return True, hook_id
+
+
+def hubspot_subscriptions(settings: Settings) -> list[str]:
+    """The HubSpot subscriptions: the contact events and one propertyChange per mapped
+    property of ``contacts.yaml``."""
+    path = mapping_path(settings, "contacts")
+    if not path.is_file():
+        raise ConfigError(
+            f"{path}: no mapping file for contacts — set sync.mappings_dir in the config",
+            key="sync.mappings_dir",
+        )
+    mapping = load_mapping(path, default_region=settings.sync.default_region)
+    props = [p for p in mapping.hubspot_properties() if p not in HUBSPOT_UNSUBSCRIBABLE]
+    return [*HUBSPOT_OBJECT_EVENTS, *(f"contact.propertyChange: {p}" for p in props)]
+
+
+def hubspot_instructions(target: Targets, subscriptions: list[str]) -> list[str]:
+    lines = [
+        "HubSpot: enter these in your app's webhook settings (a legacy private app: its "
+        "Webhooks tab; a project app: webhooks.json, then upload the project):",
+        f"  Target URL               {target.hubspot_url}",
+        f"  Max concurrent requests  {HUBSPOT_MAX_CONCURRENT}",
+        "  Subscriptions:",
+    ]
+    lines += [f"    {s}" for s in subscriptions]
+    lines.append(
+        "  Note: a Service Key cannot receive webhooks; with one the connector polls instead."
+    )
+    return lines
