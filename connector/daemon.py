@@ -54,7 +54,7 @@ from connector.engine import Outcome
 from connector.errors import ConnectorError, scrub
 from connector.runtime import Runtime
 from connector.store import db, leases, runs
-from connector.store.models import Run, System
+from connector.store.models import Run, System, utcnow
 from connector.worker import InboxWorker, ObjectBusy, WorkerResult
 
 if TYPE_CHECKING:
@@ -78,10 +78,6 @@ LEASE_TTL = timedelta(seconds=60)
 STOP_GRACE = 6.0
 #: Most failure texts joined into a run's error.
 _MAX_FAILURES_SHOWN = 5
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def default_worker_id() -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,7 +21,7 @@ from connector.engine import SyncEngine
 from connector.errors import scrub
 from connector.store import deadletters
 from connector.store.deadletters import DeadLetterRecord
-from connector.store.models import DeadLetter
+from connector.store.models import DeadLetter, utcnow
 
 #: Records per engine pass.
 BATCH = 100
@@ -59,7 +59,7 @@ async def retry(
     engines: Mapping[str, SyncEngine],
     letters: Sequence[DeadLetterRecord],
     *,
-    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    clock: Callable[[], datetime] = utcnow,
 ) -> list[RetryResult]:
     """Retry ``letters`` (open ones), batched per object type; see the module docstring."""
     results: list[RetryResult] = []

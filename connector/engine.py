@@ -43,6 +43,7 @@ from connector.hubspot.models import HubSpotObject, RecordError
 from connector.mapping import MappedRecord, Mapping
 from connector.store import deadletters, history, skipped
 from connector.store import links as ledger
+from connector.store.models import utcnow
 from connector.transforms import normalise_email
 
 log = structlog.get_logger(__name__)
@@ -184,7 +185,7 @@ class SyncEngine:
         import_list_ids: Sequence[int] = (),
         import_threshold: int = IMPORT_THRESHOLD,
         import_poll_every: float = 2.0,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.mapping = mapping
         self.object_type = mapping.object

@@ -23,7 +23,7 @@ start.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 
 import structlog
@@ -32,17 +32,15 @@ from connector.brevo.models import BrevoContact
 from connector.engine import Outcome, SyncEngine, hubspot_modified
 from connector.hubspot.models import HubSpotObject
 from connector.store import cursors
+from connector.store.models import utcnow
 
 log = structlog.get_logger(__name__)
 
 System = Literal["hubspot", "brevo"]
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _ms(value: datetime | None) -> int:
+def epoch_ms(value: datetime | None) -> int:
+    """A time as HubSpot's search filters want it: epoch milliseconds (0 for "never")."""
     return int(value.timestamp() * 1000) if value is not None else 0
 
 
@@ -76,7 +74,7 @@ class Puller:
 
     async def _initial(self, run_start: datetime) -> Outcome:
         """Never pulled: a full resync, then both cursors start at its start."""
-        from connector.resync import resync  # resync builds on this module's neighbours
+        from connector.resync import resync  # imported here: resync imports this module
 
         log.info("pull.initial_resync", object_type=self.engine.object_type)
         out = await resync(self.engine, mode="initial")
@@ -112,7 +110,7 @@ class Puller:
             seen.clear()
 
         stream = engine.hubspot.search_modified(
-            engine.object_type, _ms(since), _ms(until), engine.hs_props
+            engine.object_type, epoch_ms(since), epoch_ms(until), engine.hs_props
         )
         async for obj in stream:
             modified = hubspot_modified(obj, engine.modified_prop)

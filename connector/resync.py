@@ -27,6 +27,7 @@ import structlog
 
 from connector.brevo.models import BrevoContact
 from connector.engine import Mode, Outcome, SyncEngine
+from connector.pull import epoch_ms
 from connector.store import stage
 from connector.transforms import normalise_email
 
@@ -79,10 +80,6 @@ class StagedBrevo:
             rows = await stage.by_identity_keys(s, self.engine.object_type, list(emails))
         self.claimed.update(r.brevo_id for r in rows)
         return {r.identity_key: BrevoContact.from_api(r.payload) for r in rows if r.identity_key}
-
-
-def _ms(value: datetime) -> int:
-    return int(value.timestamp() * 1000)
 
 
 async def resync(
@@ -190,7 +187,7 @@ async def _hubspot_pages(
         now = datetime.now(UTC)
         batch: list[Any] = []
         async for o in engine.hubspot.search_modified(
-            engine.object_type, _ms(since), _ms(now), engine.hs_props
+            engine.object_type, epoch_ms(since), epoch_ms(now), engine.hs_props
         ):
             batch.append(o)
             if len(batch) >= SYNC_BATCH:

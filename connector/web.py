@@ -34,7 +34,7 @@ import re
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -64,16 +64,12 @@ from connector.hubspot.webhooks import HubSpotSignature, SignatureError, parse_h
 from connector.hubspot.webhooks import PayloadError as HubSpotPayloadError
 from connector.store import inbox
 from connector.store.inbox import InboxInput
+from connector.store.models import utcnow
 
 log = structlog.get_logger(__name__)
 
 Source = Literal["hubspot", "brevo"]
 Clock = Callable[[], datetime]
-
-
-def utcnow() -> datetime:
-    """The current time, aware UTC (the default clock)."""
-    return datetime.now(UTC)
 
 
 # --- metrics -----------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
 import structlog
@@ -52,6 +52,7 @@ from connector.engine import Outcome, SyncEngine
 from connector.errors import ConnectorError, scrub
 from connector.store import inbox, runs
 from connector.store.inbox import InboxItem
+from connector.store.models import utcnow
 
 if TYPE_CHECKING:
     from connector.runtime import Runtime
@@ -85,11 +86,6 @@ BREVO_KINDS: dict[str, EventKind] = {
     "deferred": "none",
     "request": "none",
 }
-
-
-def utcnow() -> datetime:
-    """The current time, aware UTC."""
-    return datetime.now(UTC)
 
 
 def exponential_backoff(
