@@ -204,13 +204,13 @@ async def brevo_webhook_check(settings: Settings, brevo: BrevoClient) -> CheckRe
 
     name = "Brevo webhook registered"
     assert settings.webhooks is not None
-    url = brevo_url(settings.webhooks)
+    url = brevo_url(settings)
     if url is None:
         return CheckResult(
             name,
             False,
-            "webhooks.public_url is not set",
-            "set webhooks.public_url, then run: connector webhooks register",
+            "server.public_url is not set",
+            "set server.public_url, then run: connector webhooks register",
         )
 
     async def registered() -> CheckResult:

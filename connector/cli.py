@@ -30,7 +30,13 @@ from typing import Any, NoReturn
 import click
 
 from connector import __version__
-from connector.config import CONFIG_ENV_VAR, DEFAULT_CONFIG_PATH, Settings, load_config
+from connector.config import (
+    CONFIG_ENV_VAR,
+    DEFAULT_CONFIG_PATH,
+    ServerSettings,
+    Settings,
+    load_config,
+)
 from connector.errors import ConfigError, ConnectorError, scrub
 from connector.log import configure as configure_logging
 
@@ -636,11 +642,12 @@ async def _webhooks_status(settings: Settings, as_json: bool) -> int:
     hooks = settings.webhooks
     if hooks is None:
         _fail(
-            "Webhooks are not configured: add a webhooks: section to the config "
-            "(listen_host, listen_port, public_url, brevo_token).",
+            "Webhooks are not configured: add a webhooks: section (brevo_token) and a "
+            "server: section (host, port, public_url) to the config.",
             1,
         )
-    base = hooks.public_url or f"http://{hooks.listen_host}:{hooks.listen_port}"
+    server = settings.server or ServerSettings()
+    base = server.public_url or f"http://{server.host}:{server.port}"
     engine = db.create_engine(settings.database.url, sqlite_begin="DEFERRED")
     try:
         await _store_ready(engine)
@@ -649,8 +656,8 @@ async def _webhooks_status(settings: Settings, as_json: bool) -> int:
     finally:
         await engine.dispose()
     report: dict[str, Any] = {
-        "listen": f"{hooks.listen_host}:{hooks.listen_port}",
-        "public_url": hooks.public_url,
+        "listen": f"{server.host}:{server.port}",
+        "public_url": server.public_url,
         "hubspot_url": base + hooks.hubspot_path,
         "brevo_url": base + hooks.brevo_path,
         "hubspot_secret_set": settings.connectors.hubspot.app_client_secret is not None,
@@ -672,8 +679,8 @@ async def _webhooks_status(settings: Settings, as_json: bool) -> int:
     )
     click.echo(f"Brevo webhook URL  {report['brevo_url']}")
     click.echo("  bearer token     " + mark(report["brevo_token_set"], "webhooks.brevo_token"))
-    if hooks.public_url is None:
-        click.echo("  (set webhooks.public_url to the address HubSpot and Brevo can reach)")
+    if server.public_url is None:
+        click.echo("  (set server.public_url to the address HubSpot and Brevo can reach)")
     click.echo("Inbox              " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     if counts.get("dead"):
         click.echo(

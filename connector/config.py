@@ -11,6 +11,7 @@ message that names the file, the line, the key, what is wrong and how to fix it.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -150,6 +151,16 @@ class DatabaseSettings(_Section):
         return v
 
 
+class OptOutSettings(_Section):
+    """``sync.optout``: how a Brevo unsubscribe, hard bounce or spam complaint marks HubSpot."""
+
+    property: str = "brevo_email_optout"
+    """a HubSpot boolean contact property set to true (created when missing)"""
+    reason_property: str = "brevo_optout_reason"
+    """unsubscribed | hard_bounce | spam"""
+    date_property: str = "brevo_optout_date"
+
+
 class SyncSettings(_Section):
     """How often and how the daemon syncs; intervals in seconds."""
 
@@ -161,6 +172,13 @@ class SyncSettings(_Section):
     import_threshold: int = Field(default=50, ge=1)
     batch_size: int = Field(default=100, ge=1, le=100)
     max_delete_share: float = Field(default=0.2, ge=0, le=1)
+    retention_days: int = Field(default=30, ge=1)
+    """processed inbox events and sync history older than this are purged"""
+    on_hubspot_delete: Literal["delete", "blocklist", "ignore"] = "blocklist"
+    """what a HubSpot contact deletion does to the linked Brevo contact"""
+    on_brevo_delete: Literal["archive", "ignore"] = "ignore"
+    """what a Brevo contact deletion does to the linked HubSpot contact"""
+    optout: OptOutSettings = OptOutSettings()
 
     @field_validator("default_region")
     @classmethod
@@ -174,22 +192,28 @@ _WEBHOOK_PATH = re.compile(r"/[A-Za-z0-9_\-./]*")
 _RESERVED_PATHS = ("/healthz", "/metrics")
 
 
-class WebhookSettings(_Section):
-    """The ``webhooks:`` section of the config file."""
+def _cidr(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value.strip(), strict=False))
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not an IP network: write 203.0.113.7, 10.0.0.0/8 or 2001:db8::/32"
+        ) from None
 
-    listen_host: str = "127.0.0.1"
-    listen_port: int = Field(default=8080, ge=1, le=65535)
+
+class ServerSettings(_Section):
+    """The ``server:`` section: the HTTP listener inside ``connector run`` (webhooks, health,
+    metrics)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
     public_url: str | None = None
-    trust_proxy: bool = False
-    brevo_token: SecretStr | None = None
-    hubspot_path: str = "/webhooks/hubspot"
-    brevo_path: str = "/webhooks/brevo"
-    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
-    max_age_seconds: int = Field(default=300, ge=10, le=300)
-    max_skew_seconds: int = Field(default=60, ge=0, le=300)
-    accept_legacy_signatures: bool = True
-    db_timeout_seconds: float = Field(default=3.0, gt=0, le=30)
-    retry_after_seconds: int = Field(default=60, ge=1, le=86_400)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    trusted_proxies: tuple[str, ...] = ()
+    """CIDRs of the reverse proxies whose ``X-Forwarded-For``/``-Proto``/``-Host`` are
+    believed; from anyone else those headers are ignored."""
+    stale_after_seconds: float = Field(default=900.0, gt=0)
+    """``/healthz`` answers 503 when a side's last successful pull is older than this."""
 
     @field_validator("public_url")
     @classmethod
@@ -201,6 +225,52 @@ class WebhookSettings(_Section):
                 "the external base URL, such as https://sync.example.com (no query or fragment)"
             )
         return v.rstrip("/")
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [v]
+        if isinstance(v, list | tuple):
+            return tuple(_cidr(str(x)) for x in v)
+        return v
+
+
+class AllowedIps(_Section):
+    """``webhooks.allowed_ips``: source networks allowed per endpoint (empty: anyone)."""
+
+    hubspot: tuple[str, ...] = ()
+    brevo: tuple[str, ...] = ()
+
+    @field_validator("hubspot", "brevo", mode="before")
+    @classmethod
+    def _networks(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [v]
+        if isinstance(v, list | tuple):
+            return tuple(_cidr(str(x)) for x in v)
+        return v
+
+
+#: What Brevo publishes as its webhook senders (for ``webhooks.allowed_ips.brevo``).
+BREVO_WEBHOOK_NETWORKS = ("1.179.112.0/20", "172.246.240.0/20")
+
+
+class WebhookSettings(_Section):
+    """The ``webhooks:`` section of the config file (the listener is ``server:``)."""
+
+    brevo_token: SecretStr | None = None
+    coalesce_seconds: float = Field(default=1.0, ge=0, le=60)
+    """events for one record arriving within this window are read once"""
+    allowed_ips: AllowedIps = AllowedIps()
+    hubspot_path: str = "/webhooks/hubspot"
+    brevo_path: str = "/webhooks/brevo"
+    max_age_seconds: int = Field(default=300, ge=10, le=300)
+    max_skew_seconds: int = Field(default=60, ge=0, le=300)
+    accept_legacy_signatures: bool = False
+    """also accept HubSpot's v1/v2 signatures (older apps); v3 is always accepted"""
+    db_timeout_seconds: float = Field(default=3.0, gt=0, le=30)
+    retry_after_seconds: int = Field(default=60, ge=1, le=86_400)
 
     @field_validator("hubspot_path", "brevo_path")
     @classmethod
@@ -230,6 +300,7 @@ class Settings(BaseSettings):
     connectors: Connectors
     database: DatabaseSettings = DatabaseSettings()
     sync: SyncSettings = SyncSettings()
+    server: ServerSettings | None = None
     webhooks: WebhookSettings | None = None
     logging: LoggingSettings = LoggingSettings()
 

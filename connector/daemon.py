@@ -22,7 +22,7 @@ most ``stop_grace`` seconds, cancels what is left (its run is recorded ``interru
 cursors were committed batch by batch, so nothing is lost) and returns.
 
 Webhooks (``webhooks:`` in the config): :meth:`Daemon.run` also serves the intake app
-(:mod:`connector.web`) on ``listen_host:listen_port`` and runs the inbox worker loop
+(:mod:`connector.web`) on ``server.host:server.port`` and runs the inbox worker loop
 (:class:`~connector.worker.InboxWorker`), whose engine passes hold the same per-object lock and
 lease as the jobs (:meth:`Daemon.inbox_lease`). On stop the web server stops accepting first,
 then the worker finishes its batch; the inbox is durable, so whatever arrived is processed
@@ -50,6 +50,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from connector.config import ServerSettings
 from connector.engine import Outcome
 from connector.errors import ConnectorError, scrub
 from connector.runtime import Runtime
@@ -218,7 +219,7 @@ class Daemon:
         stop_grace: float = STOP_GRACE,
         clock: Callable[[], datetime] = utcnow,
         worker: InboxWorker | None = None,
-        inbox_idle_wait: float = 1.0,
+        inbox_idle_wait: float | None = None,
     ) -> None:
         self.runtime = runtime
         self.settings = runtime.settings
@@ -239,7 +240,13 @@ class Daemon:
         self.worker = worker or InboxWorker(
             runtime, worker_id=self.worker_id, guard=self.inbox_lease
         )
-        self.inbox_idle_wait = inbox_idle_wait
+        hooks = self.settings.webhooks
+        #: the coalescing window (``webhooks.coalesce_seconds``), at least 50 ms between polls
+        self.inbox_idle_wait = (
+            inbox_idle_wait
+            if inbox_idle_wait is not None
+            else max(0.05, hooks.coalesce_seconds if hooks is not None else 1.0)
+        )
         #: What the last :meth:`drain_inbox` did (``run --once`` prints it).
         self.last_inbox: WorkerResult | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -431,10 +438,11 @@ class Daemon:
         return result
 
     async def start_web(self, hooks: WebhookSettings) -> None:
-        """Serve the webhook intake on ``listen_host:listen_port``; :class:`ConnectorError`
+        """Serve the webhook intake on ``server.host:server.port``; :class:`ConnectorError`
         if the address cannot be bound."""
         from connector.web import build_server, create_web_app
 
+        listen = self.settings.server or ServerSettings()
         hs = self.settings.connectors.hubspot
         secret = hs.app_client_secret.get_secret_value() if hs.app_client_secret else None
         token = hooks.brevo_token.get_secret_value() if hooks.brevo_token else None
@@ -453,16 +461,17 @@ class Daemon:
             hubspot_secret=secret,
             brevo_token=token,
             settings=hooks,
+            server=listen,
             log_webhooks=hs.log_webhooks,
         )
         try:
-            self._listener = _listen(hooks.listen_host, hooks.listen_port)
+            self._listener = _listen(listen.host, listen.port)
         except OSError as e:
             raise ConnectorError(
-                f"webhooks: cannot listen on {hooks.listen_host}:{hooks.listen_port} "
-                f"({e.strerror or e}); change webhooks.listen_port or stop what uses it"
+                f"server: cannot listen on {listen.host}:{listen.port} "
+                f"({e.strerror or e}); change server.port or stop what uses it"
             ) from None
-        server = build_server(app, hooks)
+        server = build_server(app, listen)
         task = asyncio.create_task(server.serve(sockets=[self._listener]), name="web")
         self._server, self._server_task = server, task
         while not server.started:

@@ -10,7 +10,7 @@ parsed and every event stored in the inbox in **one transaction** before the ans
 "duplicates"}``                       counted as a duplicate and stored once)
 401                                   bad or missing signature / token
 400                                   malformed body or any malformed event: nothing stored
-413                                   body larger than ``max_body_bytes``: nothing stored
+413                                   body larger than ``server.max_body_bytes``: nothing stored
 429 + ``Retry-After``                 database unavailable or too slow: nothing stored
 ====================================  =================================================
 
@@ -19,7 +19,7 @@ parsed and every event stored in the inbox in **one transaction** before the ans
 
 The v3 signature covers the URL HubSpot called. Behind a reverse proxy set ``public_url``
 (the external base URL, its path prefix included if the proxy strips one), or
-``trust_proxy`` to rebuild scheme and host from ``X-Forwarded-Proto``/``X-Forwarded-Host``.
+``server.trusted_proxies`` to rebuild scheme and host from ``X-Forwarded-Proto``/``-Host``.
 
 Logs never carry secrets, headers or e-mail addresses unless ``logging.log_emails`` allows
 (the structlog processors of :mod:`connector.log` see to that); payloads are logged only with
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import re
 import time
 from collections.abc import Callable, Generator, Sequence
@@ -58,7 +59,7 @@ from starlette.routing import Route
 
 from connector.brevo.webhooks import BrevoAuthError, check_brevo_auth, parse_brevo
 from connector.brevo.webhooks import PayloadError as BrevoPayloadError
-from connector.config import WebhookSettings
+from connector.config import ServerSettings, WebhookSettings
 from connector.errors import StoreError, register_secret, scrub
 from connector.hubspot.webhooks import HubSpotSignature, SignatureError, parse_hubspot
 from connector.hubspot.webhooks import PayloadError as HubSpotPayloadError
@@ -152,10 +153,24 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
-def request_uri(request: Request, settings: WebhookSettings) -> str:
+def from_trusted_proxy(request: Request, server: ServerSettings) -> bool:
+    """Whether the peer is one of ``server.trusted_proxies`` (its forwarding headers count)."""
+    if not server.trusted_proxies:
+        return False
+    client = request.scope.get("client")
+    if not client:
+        return False
+    try:
+        peer = ipaddress.ip_address(client[0])
+    except ValueError:
+        return False
+    return any(peer in ipaddress.ip_network(n) for n in server.trusted_proxies)
+
+
+def request_uri(request: Request, server: ServerSettings) -> str:
     """The URL the sender called, as HubSpot signs it: ``scheme://host/path?query``.
 
-    ``public_url`` wins; else, with ``trust_proxy``, ``X-Forwarded-Proto``/``-Host`` (first
+    ``public_url`` wins; else, from a trusted proxy, ``X-Forwarded-Proto``/``-Host`` (first
     hop); else the request's own scheme and ``Host``. The path and query are the raw ones.
     """
     scope = request.scope
@@ -165,12 +180,12 @@ def request_uri(request: Request, settings: WebhookSettings) -> str:
     path = _text(raw_path.split(b"?", 1)[0])  # some servers leave the query on raw_path
     query_string: bytes = scope.get("query_string", b"")
     query = f"?{_text(query_string)}" if query_string else ""
-    if settings.public_url is not None:
-        return f"{settings.public_url}{path}{query}"
+    if server.public_url is not None:
+        return f"{server.public_url}{path}{query}"
     headers = request.headers
     scheme = str(scope.get("scheme", "http"))
     host = headers.get("host")
-    if settings.trust_proxy:
+    if from_trusted_proxy(request, server):
         proto = headers.get("x-forwarded-proto")
         forwarded_host = headers.get("x-forwarded-host")
         if proto and proto.split(",")[0].strip():
@@ -178,8 +193,8 @@ def request_uri(request: Request, settings: WebhookSettings) -> str:
         if forwarded_host and forwarded_host.split(",")[0].strip():
             host = forwarded_host.split(",")[0].strip()
     if not host:
-        server = scope.get("server")
-        host = f"{server[0]}:{server[1]}" if server else "localhost"
+        bound = scope.get("server")
+        host = f"{bound[0]}:{bound[1]}" if bound else "localhost"
     return f"{scheme}://{host}{path}{query}"
 
 
@@ -225,6 +240,7 @@ class _Intake:
         signature: HubSpotSignature | None,
         brevo_token: str | None,
         settings: WebhookSettings,
+        server: ServerSettings,
         clock: Clock,
         metrics: WebMetrics,
         log_webhooks: bool,
@@ -233,6 +249,7 @@ class _Intake:
         self.signature = signature
         self.brevo_token = brevo_token
         self.settings = settings
+        self.server = server
         self.clock = clock
         self.metrics = metrics
         self.log_webhooks = log_webhooks
@@ -283,7 +300,7 @@ class _Intake:
 
     async def _accept(self, request: Request, source: Source) -> Response:
         started = time.perf_counter()
-        limit = self.settings.max_body_bytes
+        limit = self.server.max_body_bytes
         if source == "hubspot":
             if self.signature is None:
                 raise _Reject(401, "not_configured")
@@ -291,7 +308,7 @@ class _Intake:
             try:
                 self.signature.verify(
                     request.method,
-                    request_uri(request, self.settings),
+                    request_uri(request, self.server),
                     body,
                     request.headers,
                     self.clock(),
@@ -372,6 +389,7 @@ def create_web_app(
     hubspot_secret: str | None,
     brevo_token: str | None,
     settings: WebhookSettings,
+    server: ServerSettings | None = None,
     clock: Clock = utcnow,
     log_webhooks: bool = False,
     registry: CollectorRegistry | None = None,
@@ -400,6 +418,7 @@ def create_web_app(
         signature=signature,
         brevo_token=brevo_token or None,
         settings=settings,
+        server=server if server is not None else ServerSettings(),
         clock=clock,
         metrics=WebMetrics.create(registry),
         log_webhooks=log_webhooks,
@@ -429,12 +448,12 @@ class WebServer(uvicorn.Server):
         yield
 
 
-def build_server(app: Starlette, settings: WebhookSettings) -> WebServer:
-    """A uvicorn server for ``app`` on ``listen_host:listen_port``; run ``await .serve()``."""
+def build_server(app: Starlette, server: ServerSettings) -> WebServer:
+    """A uvicorn server for ``app`` on ``server.host:server.port``; run ``await .serve()``."""
     config = uvicorn.Config(
         app,
-        host=settings.listen_host,
-        port=settings.listen_port,
+        host=server.host,
+        port=server.port,
         lifespan="off",
         access_log=False,
         log_config=None,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from connector.brevo.client import BrevoClient
 from connector.brevo.models import BrevoWebhook
-from connector.config import Settings, WebhookSettings
+from connector.config import Settings
 from connector.errors import ConfigError
 from connector.mapping import load_mapping
 from connector.runtime import mapping_path
@@ -51,14 +51,15 @@ def targets(settings: Settings) -> Targets:
     hooks = settings.webhooks
     if hooks is None:
         raise ConfigError(
-            "webhooks: section missing — add one with public_url and brevo_token",
+            "webhooks: section missing — add one with brevo_token (and server.public_url)",
             key="webhooks",
         )
-    if hooks.public_url is None:
+    public_url = settings.server.public_url if settings.server is not None else None
+    if public_url is None:
         raise ConfigError(
-            "webhooks.public_url is not set — the external base URL HubSpot and Brevo can "
+            "server.public_url is not set — the external base URL HubSpot and Brevo can "
             "reach, such as https://sync.example.com",
-            key="webhooks.public_url",
+            key="server.public_url",
         )
     if hooks.brevo_token is None:
         raise ConfigError(
@@ -67,14 +68,18 @@ def targets(settings: Settings) -> Targets:
             key="webhooks.brevo_token",
         )
     return Targets(
-        hubspot_url=hooks.public_url + hooks.hubspot_path,
-        brevo_url=hooks.public_url + hooks.brevo_path,
+        hubspot_url=public_url + hooks.hubspot_path,
+        brevo_url=public_url + hooks.brevo_path,
         brevo_token=hooks.brevo_token.get_secret_value(),
     )
 
 
-def brevo_url(hooks: WebhookSettings) -> str | None:
-    return None if hooks.public_url is None else hooks.public_url + hooks.brevo_path
+def brevo_url(settings: Settings) -> str | None:
+    """Where Brevo's webhook should point, or ``None`` without ``server.public_url``."""
+    server, hooks = settings.server, settings.webhooks
+    if server is None or server.public_url is None or hooks is None:
+        return None
+    return server.public_url + hooks.brevo_path
 
 
 async def find_brevo_webhook(brevo: BrevoClient, url: str) -> BrevoWebhook | None:

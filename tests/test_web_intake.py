@@ -39,11 +39,22 @@ from store_fixtures import (  # noqa: F401 - fixtures
 )
 
 from connector.brevo.webhooks import parse_brevo
+from connector.config import ServerSettings, WebhookSettings
 from connector.hubspot.webhooks import PayloadError, parse_hubspot, v3_signature
 from connector.log import configure
 from connector.store import db, inbox
 from connector.store.models import InboxItem as InboxRow
-from connector.web import WebhookSettings, create_web_app
+from connector.web import create_web_app
+
+_SERVER_KEYS = frozenset(ServerSettings.model_fields)
+
+
+def _split(options: dict[str, Any]) -> tuple[WebhookSettings, ServerSettings]:
+    """``WebhookSettings`` and ``ServerSettings`` from one set of keyword overrides."""
+    server = {k: v for k, v in options.items() if k in _SERVER_KEYS}
+    hooks = {k: v for k, v in options.items() if k not in _SERVER_KEYS}
+    return WebhookSettings(**hooks), ServerSettings(**server)
+
 
 SECRET = "hubspot-client-secret-0123"
 TOKEN = "brevo-webhook-token-0123"
@@ -144,7 +155,8 @@ async def open_intake(
         sessions=sessions,
         hubspot_secret=SECRET,
         brevo_token=TOKEN,
-        settings=WebhookSettings(**options),
+        settings=_split(options)[0],
+        server=_split(options)[1],
         clock=lambda: NOW,
         log_webhooks=log_webhooks,
     )

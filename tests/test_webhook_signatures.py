@@ -19,8 +19,19 @@ import httpx
 import pytest
 
 from connector.brevo.webhooks import BrevoAuthError, check_brevo_auth
+from connector.config import ServerSettings, WebhookSettings
 from connector.hubspot.webhooks import HubSpotSignature, SignatureError, v3_signature
-from connector.web import WebhookSettings, create_web_app
+from connector.web import create_web_app
+
+_SERVER_KEYS = frozenset(ServerSettings.model_fields)
+
+
+def _split(options: dict[str, Any]) -> tuple[WebhookSettings, ServerSettings]:
+    """``WebhookSettings`` and ``ServerSettings`` from one set of keyword overrides."""
+    server = {k: v for k, v in options.items() if k in _SERVER_KEYS}
+    hooks = {k: v for k, v in options.items() if k not in _SERVER_KEYS}
+    return WebhookSettings(**hooks), ServerSettings(**server)
+
 
 SECRET = "yyyyyyyy-yyyy-yyyy-yyyy-yyyyyyyyyyyy"  # the placeholder secret of HubSpot's examples
 NOW = datetime(2026, 11, 20, 12, 0, 0, tzinfo=UTC)
@@ -276,7 +287,8 @@ async def _client(**overrides: Any) -> httpx.AsyncClient:
         sessions=cast(Any, _no_database),
         hubspot_secret=secret,
         brevo_token=TOKEN,
-        settings=WebhookSettings(**overrides),
+        settings=_split(overrides)[0],
+        server=_split(overrides)[1],
         clock=lambda: NOW,
     )
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
@@ -320,7 +332,19 @@ async def test_http_bad_signature_is_401(
     assert r.json() == {"error": "unauthorized"}
 
 
-async def test_http_v1_and_v2_fallback(client: httpx.AsyncClient) -> None:
+async def test_http_v1_and_v2_only_when_configured(client: httpx.AsyncClient) -> None:
+    v1 = hashlib.sha256(SECRET.encode() + b"[]").hexdigest()
+    headers = {"X-HubSpot-Signature": v1, "X-HubSpot-Signature-Version": "v1"}
+    r = await client.post("/webhooks/hubspot", content=b"[]", headers=headers)
+    assert r.status_code == 401  # the default: v3 only
+
+
+async def test_http_v1_and_v2_fallback() -> None:
+    async with await _client(accept_legacy_signatures=True) as client:
+        await _legacy_accepted(client)
+
+
+async def _legacy_accepted(client: httpx.AsyncClient) -> None:
     v1 = hashlib.sha256(SECRET.encode() + b"[]").hexdigest()
     v2 = hashlib.sha256(f"{SECRET}POST{LOCAL}[]".encode()).hexdigest()
     for version, sig in (("v1", v1), ("v2", v2)):
@@ -345,7 +369,7 @@ async def test_http_forwarded_headers_only_when_the_proxy_is_trusted() -> None:
     async with await _client() as untrusted:
         r = await untrusted.post("/webhooks/hubspot", content=b"[]", headers=headers)
         assert r.status_code == 401
-    async with await _client(trust_proxy=True) as trusted:
+    async with await _client(trusted_proxies=["127.0.0.1"]) as trusted:
         r = await trusted.post("/webhooks/hubspot", content=b"[]", headers=headers)
         assert r.status_code == 200, r.text
 
@@ -385,10 +409,13 @@ async def test_http_wrong_method_and_path(client: httpx.AsyncClient) -> None:
 
 def test_settings_refuse_bad_values() -> None:
     with pytest.raises(ValueError):
-        WebhookSettings(public_url="hooks.example.com")
+        ServerSettings(public_url="hooks.example.com")
+    with pytest.raises(ValueError):
+        ServerSettings(trusted_proxies=["not-a-network"])
     with pytest.raises(ValueError):
         WebhookSettings(hubspot_path="/metrics")
     with pytest.raises(ValueError):
         WebhookSettings(hubspot_path="/same", brevo_path="/same")
-    assert WebhookSettings(public_url="https://h.example/x/").public_url == "https://h.example/x"
+    assert ServerSettings(public_url="https://h.example/x/").public_url == "https://h.example/x"
+    assert ServerSettings(trusted_proxies="10.1.2.3").trusted_proxies == ("10.1.2.3/32",)
     assert WebhookSettings().max_age_seconds == 300

@@ -16,9 +16,9 @@ BREVO_URL = PUBLIC_URL + "/webhooks/brevo"
 
 def add_webhooks(env: CliEnv, *, public_url: bool = True) -> None:
     with env.config.open("a", encoding="utf-8") as f:
-        f.write("webhooks:\n")
         if public_url:
-            f.write(f"  public_url: {PUBLIC_URL}\n")
+            f.write(f"server:\n  public_url: {PUBLIC_URL}\n")
+        f.write("webhooks:\n")
         f.write(f'  brevo_token: "{TOKEN}"\n')
 
 
@@ -71,7 +71,7 @@ async def test_missing_public_url_exits_2(tmp_path: Path) -> None:
         add_webhooks(env, public_url=False)
         code, _, err = await env.cli("webhooks", "register")
         assert code == 2
-        assert "webhooks.public_url" in err
+        assert "server.public_url" in err
         assert marketing_hooks(env) == []
 
 

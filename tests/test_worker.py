@@ -116,10 +116,7 @@ async def worker_env(
         port = free_port()
         with cli.config.open("a", encoding="utf-8") as f:
             f.write(
-                "webhooks:\n"
-                "  listen_host: 127.0.0.1\n"
-                f"  listen_port: {port}\n"
-                f'  brevo_token: "{TOKEN}"\n'
+                f'server:\n  host: 127.0.0.1\n  port: {port}\nwebhooks:\n  brevo_token: "{TOKEN}"\n'
             )
         settings = load_config(cli.config)
         assert settings.webhooks is not None
