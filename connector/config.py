@@ -24,6 +24,7 @@ from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connector.errors import ConfigError, register_secret
+from connector.onboarding.settings import OnboardingSettings
 
 DEFAULT_CONFIG_PATH = "config.yaml"
 CONFIG_ENV_VAR = "CONNECTOR_CONFIG"
@@ -303,6 +304,7 @@ class Settings(BaseSettings):
     server: ServerSettings | None = None
     webhooks: WebhookSettings | None = None
     logging: LoggingSettings = LoggingSettings()
+    onboarding: OnboardingSettings | None = None
 
     def secrets(self) -> list[str]:
         hs, br = self.connectors.hubspot, self.connectors.brevo
@@ -311,6 +313,12 @@ class Settings(BaseSettings):
             found.append(self.webhooks.brevo_token)
         if hs.oauth:
             found += [hs.oauth.client_secret, hs.oauth.refresh_token]
+        if self.onboarding is not None:
+            cal, llm = self.onboarding.calendar.google, self.onboarding.email.llm
+            if cal is not None:
+                found += [cal.client_secret, cal.refresh_token]
+            if llm is not None:
+                found.append(llm.api_key)
         return [s.get_secret_value() for s in found if s is not None]
 
 

@@ -1,0 +1,1 @@
+"""Post-sync hooks: customer onboarding for new HubSpot contacts (DESIGN §6)."""
