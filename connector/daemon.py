@@ -27,17 +27,24 @@ Webhooks (``webhooks:`` in the config): :meth:`Daemon.run` also serves the intak
 lease as the jobs (:meth:`Daemon.inbox_lease`). On stop the web server stops accepting first,
 then the worker finishes its batch; the inbox is durable, so whatever arrived is processed
 after the restart. :meth:`Daemon.run_once` drains the inbox once after the pulls.
+
+Operations: the daemon owns the process's one Prometheus registry (:attr:`Daemon.metrics`,
+:mod:`connector.metrics`), shared by the web app's ``/metrics``, both API clients and the
+engines; and :meth:`Daemon.run` purges what is past ``sync.retention_days`` once at start and
+then daily (:mod:`connector.retention`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import socket
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -51,8 +58,10 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from connector.config import ServerSettings
-from connector.engine import Outcome
+from connector.engine import Outcome, SyncEngine
 from connector.errors import ConnectorError, scrub
+from connector.metrics import Metrics, SyncMetrics
+from connector.retention import RetentionResult, run_retention
 from connector.runtime import Runtime
 from connector.store import db, leases, runs
 from connector.store.models import Run, System, utcnow
@@ -254,6 +263,8 @@ class Daemon:
         self._server_task: asyncio.Task[None] | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self._listener: socket.socket | None = None
+        #: the process's Prometheus metrics, shared by the web app, the clients and engines
+        self.metrics = self._instrument()
 
     # --- jobs -------------------------------------------------------------------------------
 
@@ -463,6 +474,10 @@ class Daemon:
             settings=hooks,
             server=listen,
             log_webhooks=hs.log_webhooks,
+            metrics=self.metrics,
+            objects=self.objects,
+            enabled_sides=[s for s in SYSTEMS if getattr(self.settings.connectors, s).enabled],
+            started_at=self.clock(),
         )
         try:
             self._listener = _listen(listen.host, listen.port)
@@ -494,6 +509,54 @@ class Daemon:
         )
         self._background.add(self._worker_task)
         self._worker_task.add_done_callback(self._background.discard)
+
+    # --- metrics and retention ---------------------------------------------------------------
+
+    def _instrument(self) -> Metrics:
+        """The process's one registry: the clients count their calls in it, and every engine
+        pass (pull, reconciliation, inbox worker) counts the records it wrote."""
+        metrics = Metrics()
+        metrics.prepare(self.objects)
+        self.runtime.hubspot.attach_metrics(metrics.api)
+        self.runtime.brevo.attach_metrics(metrics.api)
+        for engine in self.runtime.engines.values():
+            count_writes(engine, metrics.sync)
+        return metrics
+
+    def schedule_retention(self) -> None:
+        """Purge what is past ``sync.retention_days`` (:mod:`connector.retention`): once at
+        start, then daily."""
+        assert self.scheduler is not None
+        self.scheduler.add_job(
+            self.purge_retention,
+            IntervalTrigger(days=1, timezone=UTC),
+            id="retention",
+            name="retention",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+            next_run_time=self.clock(),
+        )
+
+    async def purge_retention(self) -> RetentionResult | None:
+        """One purge, stopped between chunks by :meth:`stop`; never raises."""
+        task = asyncio.create_task(
+            run_retention(
+                self.sessions,
+                retention_days=self.settings.sync.retention_days,
+                now=self.clock(),
+                stop=self._stopping.is_set,
+            ),
+            name="retention",
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        try:
+            return await task
+        except asyncio.CancelledError:  # cancelled by a stop: the next start goes on
+            if _current_task_cancelling():
+                raise
+            return None
 
     # --- start, cycles, scheduler ----------------------------------------------------------
 
@@ -598,6 +661,7 @@ class Daemon:
                 misfire_grace_time=None,
                 next_run_time=first,
             )
+        self.schedule_retention()
         self.scheduler.start()
         self.log.info(
             "daemon.started",
@@ -654,6 +718,38 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
+
+
+_COUNTED: weakref.WeakKeyDictionary[SyncEngine, SyncMetrics] = weakref.WeakKeyDictionary()
+
+
+def count_writes(engine: SyncEngine, metrics: SyncMetrics) -> None:
+    """Count the records every ``engine.sync`` pass writes in ``metrics``
+    (``connector_records_synced``): pulls, reconciliations and the inbox worker all go
+    through it. Wraps the instance's ``sync`` once; a second call only retargets it.
+
+    Callers may pass an ``out`` that earlier passes filled (a pull sums its batches in one):
+    only this pass's increase is counted. The engine's own follow-up pass (``follow_up``)
+    fills the caller's ``out`` and is counted with it. A dry run writes nothing.
+    """
+    first = engine not in _COUNTED
+    _COUNTED[engine] = metrics
+    if not first:
+        return
+    sync = engine.sync
+
+    @functools.wraps(sync)
+    async def counted(*args: Any, **kwargs: Any) -> Outcome:
+        given = kwargs.get("out")
+        before = dict(given.counts) if isinstance(given, Outcome) else {}
+        outcome = await sync(*args, **kwargs)
+        target = _COUNTED.get(engine)
+        if target is not None and not kwargs.get("dry_run") and not kwargs.get("follow_up"):
+            delta = {k: v - before.get(k, 0) for k, v in outcome.counts.items()}
+            target.count(engine.object_type, delta)
+        return outcome
+
+    engine.sync = counted  # type: ignore[method-assign]
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -124,6 +124,15 @@ class Limiter:
             wait = reset_seconds if reset_seconds is not None else (period or 1.0)
             self.block_for(wait)
 
+    def usage(self, window: str) -> tuple[int, int] | None:
+        """``(used, limit)`` of the window named ``window`` right now (requests this limiter
+        counted in its rolling period); ``None`` if it has no such window. For ``/metrics``."""
+        for w in self.windows:
+            if w.name == window:
+                w.wait_time(self._clock())  # drops the buckets that left the period
+                return w.used, w.limit
+        return None
+
     def __repr__(self) -> str:
         ws = ", ".join(f"{w.limit}/{w.period:g}s" for w in self.windows)
         return f"Limiter({self.name}: {ws})"
@@ -245,6 +254,15 @@ def observe_hubspot_headers(limiter: Limiter, headers: Mapping[str, str]) -> Non
         limiter.block_for(
             60.0
         )  # the daily cap resets at the account's midnight; re-check each minute
+
+
+def hubspot_daily_headers(headers: Mapping[str, str]) -> tuple[int | None, int | None]:
+    """``(X-HubSpot-RateLimit-Daily, X-HubSpot-RateLimit-Daily-Remaining)``, each ``None`` when
+    absent (search answers and OAuth-authorised calls carry neither). For ``/metrics``."""
+    return (
+        _int(headers, "x-hubspot-ratelimit-daily"),
+        _int(headers, "x-hubspot-ratelimit-daily-remaining"),
+    )
 
 
 def observe_brevo_headers(limiter: Limiter, headers: Mapping[str, str]) -> None:

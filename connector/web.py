@@ -33,25 +33,18 @@ import contextlib
 import ipaddress
 import re
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Collection, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import quote
 
-import sqlalchemy as sa
 import structlog
 import uvicorn
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.pool import NullPool
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -63,69 +56,17 @@ from connector.config import ServerSettings, WebhookSettings
 from connector.errors import StoreError, register_secret, scrub
 from connector.hubspot.webhooks import HubSpotSignature, SignatureError, parse_hubspot
 from connector.hubspot.webhooks import PayloadError as HubSpotPayloadError
-from connector.store import inbox
+from connector.metrics import SIDES, Metrics, StoreSnapshot, WebMetrics, read_snapshot
+from connector.store import db, inbox
 from connector.store.inbox import InboxInput
-from connector.store.models import utcnow
+from connector.store.models import System, utcnow
 
 log = structlog.get_logger(__name__)
 
 Source = Literal["hubspot", "brevo"]
 Clock = Callable[[], datetime]
-
-
-# --- metrics -----------------------------------------------------------------------------------
-
-_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-
-
-@dataclass(frozen=True, slots=True)
-class WebMetrics:
-    """The intake's Prometheus metrics (one set per registry)."""
-
-    received: Counter
-    stored: Counter
-    duplicates: Counter
-    rejected: Counter
-    latency: Histogram
-    last_event: Gauge
-
-    @classmethod
-    def create(cls, registry: CollectorRegistry) -> WebMetrics:
-        """Register the metrics in ``registry``."""
-        ns = "connector_webhook"
-        return cls(
-            received=Counter(
-                f"{ns}_events_received", "Webhook events received", ["source"], registry=registry
-            ),
-            stored=Counter(
-                f"{ns}_events_stored", "Webhook events newly stored", ["source"], registry=registry
-            ),
-            duplicates=Counter(
-                f"{ns}_events_duplicate",
-                "Webhook events already in the inbox (redeliveries)",
-                ["source"],
-                registry=registry,
-            ),
-            rejected=Counter(
-                f"{ns}_requests_rejected",
-                "Webhook requests refused, by reason",
-                ["source", "reason"],
-                registry=registry,
-            ),
-            latency=Histogram(
-                f"{ns}_request_duration_seconds",
-                "Time to answer a webhook request",
-                ["source"],
-                buckets=_LATENCY_BUCKETS,
-                registry=registry,
-            ),
-            last_event=Gauge(
-                f"{ns}_last_event_timestamp_seconds",
-                "When the last webhook event was stored or recognised (alert on silence)",
-                ["source"],
-                registry=registry,
-            ),
-        )
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 # --- requests ----------------------------------------------------------------------------------
@@ -144,6 +85,7 @@ class _Reject(Exception):
 _MESSAGES = {
     400: "malformed request",
     401: "unauthorized",
+    403: "forbidden",
     413: "request body too large",
     429: "temporarily unavailable, retry later",
 }
@@ -153,18 +95,67 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
+def networks(cidrs: Iterable[str]) -> tuple[IPNetwork, ...]:
+    """Parsed networks (the config already normalised them: ``10.0.0.0/8``, ``::1/128``)."""
+    return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+
+
+def parse_address(text: str) -> IPAddress | None:
+    """An address as peers and proxies write it: ``203.0.113.7``, ``203.0.113.7:5123``,
+    ``2001:db8::1``, ``[2001:db8::1]:443``; IPv4-mapped IPv6 becomes IPv4. ``None`` if it is
+    none of those (``unknown``, an obfuscated ``_hidden`` name, garbage)."""
+    text = text.strip()
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:  # IPv4 with a port; IPv6 has two colons or more
+        text = text.partition(":")[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _within(address: IPAddress, nets: Sequence[IPNetwork]) -> bool:
+    return any(address.version == n.version and address in n for n in nets)
+
+
+def client_address(
+    peer: str | None, forwarded_for: Sequence[str], trusted: Sequence[IPNetwork]
+) -> IPAddress | None:
+    """The address a request came from, for the allow-list.
+
+    The socket peer, unless it is one of ``trusted`` proxies: then ``X-Forwarded-For``
+    (every header, in order, joined) is walked **from the right**, skipping the trusted
+    proxies; the first address that is not one is the client — whatever a client wrote
+    further left is its own claim and is ignored. A peer that is not trusted is the client
+    whatever its headers say (a spoofed ``X-Forwarded-For`` changes nothing). ``None`` when
+    the address cannot be known: no peer, or an unparseable hop before an untrusted one.
+    If every hop is a trusted proxy, the left-most is the client.
+    """
+    address = parse_address(peer) if peer else None
+    if address is None or not _within(address, trusted):
+        return address
+    hops = [h for header in forwarded_for for h in header.split(",") if h.strip()]
+    for hop in reversed(hops):
+        hop_address = parse_address(hop)
+        if hop_address is None:
+            return None  # our trusted proxy wrote something we cannot check: no client known
+        address = hop_address
+        if not _within(address, trusted):
+            return address
+    return address
+
+
 def from_trusted_proxy(request: Request, server: ServerSettings) -> bool:
     """Whether the peer is one of ``server.trusted_proxies`` (its forwarding headers count)."""
     if not server.trusted_proxies:
         return False
     client = request.scope.get("client")
-    if not client:
-        return False
-    try:
-        peer = ipaddress.ip_address(client[0])
-    except ValueError:
-        return False
-    return any(peer in ipaddress.ip_network(n) for n in server.trusted_proxies)
+    peer = parse_address(str(client[0])) if client else None
+    return peer is not None and _within(peer, networks(server.trusted_proxies))
 
 
 def request_uri(request: Request, server: ServerSettings) -> str:
@@ -254,6 +245,11 @@ class _Intake:
         self.metrics = metrics
         self.log_webhooks = log_webhooks
         self._sqlite_writer = asyncio.Lock()
+        self._trusted = networks(server.trusted_proxies)
+        self._allowed: dict[Source, tuple[IPNetwork, ...]] = {
+            "hubspot": networks(settings.allowed_ips.hubspot),
+            "brevo": networks(settings.allowed_ips.brevo),
+        }
 
     async def hubspot(self, request: Request) -> Response:
         """``POST`` from HubSpot."""
@@ -298,9 +294,25 @@ class _Intake:
             headers = {"Retry-After": str(self.settings.retry_after_seconds)}
         return JSONResponse(body, status_code=rejected.status, headers=headers)
 
+    def _check_source(self, request: Request, source: Source) -> None:
+        """403 unless the client is in ``webhooks.allowed_ips.<source>`` (empty: anyone)."""
+        allowed = self._allowed[source]
+        if not allowed:
+            return
+        client = request.scope.get("client")
+        peer = str(client[0]) if client else None
+        address = client_address(peer, request.headers.getlist("x-forwarded-for"), self._trusted)
+        if address is None or not _within(address, allowed):
+            raise _Reject(
+                403,
+                "ip_not_allowed",
+                f"{address or 'an unknown address'} is not in webhooks.allowed_ips.{source}",
+            )
+
     async def _accept(self, request: Request, source: Source) -> Response:
         started = time.perf_counter()
         limit = self.server.max_body_bytes
+        self._check_source(request, source)  # before the body is read
         if source == "hubspot":
             if self.signature is None:
                 raise _Reject(401, "not_configured")
@@ -371,16 +383,195 @@ class _Intake:
         if received:
             m.last_event.labels(source).set(time.time())
 
-    async def healthz(self, request: Request) -> Response:
-        """200 when the database answers ``SELECT 1`` in time, else 503."""
+
+# --- health and metrics ------------------------------------------------------------------------
+
+HealthStatus = Literal["ok", "starting", "stale", "disabled"]
+_RANK: dict[HealthStatus, int] = {"disabled": 0, "ok": 1, "starting": 2, "stale": 3}
+
+
+@dataclass(frozen=True, slots=True)
+class PullHealth:
+    """One side's pulls of one object type, as ``/healthz`` judges them."""
+
+    status: HealthStatus
+    last_pull_at: datetime | None
+    age_seconds: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class SideHealth:
+    """One side: the worst of its object types (their oldest last pull)."""
+
+    side: System
+    enabled: bool
+    status: HealthStatus
+    age_seconds: float | None
+    objects: dict[str, PullHealth]
+
+
+def assess_pull(
+    last_pull_at: datetime | None, *, now: datetime, started_at: datetime, stale_after: float
+) -> PullHealth:
+    """``ok`` when the last successful pull started at most ``stale_after`` seconds ago.
+
+    Otherwise ``starting`` while this process is younger than ``stale_after`` (it has not had
+    the time to pull yet: a restart after a long stop, or a first start), else ``stale``.
+    The age is always the truth, whatever the status.
+    """
+    age = None if last_pull_at is None else max((now - last_pull_at).total_seconds(), 0.0)
+    if age is not None and age <= stale_after:
+        status: HealthStatus = "ok"
+    elif (now - started_at).total_seconds() <= stale_after:
+        status = "starting"
+    else:
+        status = "stale"
+    return PullHealth(status, last_pull_at, age)
+
+
+def assess_side(
+    side: System,
+    *,
+    enabled: bool,
+    objects: Sequence[str] | None,
+    last_pulls: dict[tuple[System, str], datetime],
+    now: datetime,
+    started_at: datetime,
+    stale_after: float,
+) -> SideHealth:
+    """Judge one side (see :func:`assess_pull`). A disabled side is never stale. ``objects``
+    ``None`` means "whatever this side has pulled" (and if nothing, one that never pulled)."""
+    names = list(objects) if objects is not None else sorted(o for s, o in last_pulls if s == side)
+    judged = {
+        o: assess_pull(
+            last_pulls.get((side, o)), now=now, started_at=started_at, stale_after=stale_after
+        )
+        for o in names
+    }
+    if objects is None and not judged:
+        never = assess_pull(None, now=now, started_at=started_at, stale_after=stale_after)
+        status, age = never.status, None
+    else:
+        status = max((p.status for p in judged.values()), key=_RANK.__getitem__, default="ok")
+        ages = [p.age_seconds for p in judged.values()]
+        age = None if any(a is None for a in ages) else max((a for a in ages if a), default=0.0)
+        if not judged:
+            age = None
+    if not enabled:
+        status = "disabled"
+    return SideHealth(side, enabled, status, age, judged)
+
+
+def _seconds(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def health_body(
+    sides: Sequence[SideHealth], snap: StoreSnapshot, stale_after: float
+) -> tuple[int, dict[str, Any]]:
+    """The ``/healthz`` answer: 503 if a side is stale, else 200."""
+    worst = max((s.status for s in sides), key=_RANK.__getitem__, default="ok")
+    overall = "ok" if worst == "disabled" else worst
+    body: dict[str, Any] = {
+        "status": overall,
+        "database": "up",
+        "stale_after_seconds": stale_after,
+        "sides": {
+            s.side: {
+                "status": s.status,
+                "enabled": s.enabled,
+                "last_pull_age_seconds": _seconds(s.age_seconds),
+                "objects": {
+                    o: {
+                        "status": p.status,
+                        "last_pull_at": _iso(p.last_pull_at),
+                        "last_pull_age_seconds": _seconds(p.age_seconds),
+                    }
+                    for o, p in s.objects.items()
+                },
+            }
+            for s in sides
+        },
+        "inbox": {"depth": snap.inbox_open, "dead": snap.inbox_dead},
+        "dead_letters_open": snap.dead_letters_open,
+    }
+    return (503 if overall == "stale" else 200), body
+
+
+def read_only_sessions(
+    sessions: async_sessionmaker[AsyncSession],
+) -> async_sessionmaker[AsyncSession]:
+    """Sessions for the scrape-time reads. On SQLite a separate engine whose transactions
+    begin ``DEFERRED`` (the daemon's begin ``IMMEDIATE``, i.e. take the write lock): a read in
+    WAL mode then never waits for, nor holds up, the intake's writes. Elsewhere ``sessions``."""
+    bind = sessions.kw.get("bind")
+    if not isinstance(bind, AsyncEngine) or bind.dialect.name != "sqlite":
+        return sessions
+    url = bind.url.render_as_string(hide_password=False)
+    return db.session_factory(db.create_engine(url, sqlite_begin="DEFERRED", poolclass=NullPool))
+
+
+class _Ops:
+    """``/healthz`` and ``/metrics``: the store read at request time, under a short timeout."""
+
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        metrics: Metrics,
+        timeout: float,
+        stale_after: float,
+        clock: Clock,
+        started_at: datetime,
+        objects: Sequence[str] | None,
+        enabled_sides: Collection[System],
+    ) -> None:
+        self.sessions = read_only_sessions(sessions)
+        self.metrics = metrics
+        self.timeout = timeout
+        self.stale_after = stale_after
+        self.clock = clock
+        self.started_at = started_at
+        self.objects = objects
+        self.enabled_sides = enabled_sides
+
+    async def snapshot(self, purpose: str) -> StoreSnapshot | None:
+        """The store's figures, or ``None`` (logged) if the database did not answer in time."""
         try:
-            async with asyncio.timeout(self.settings.db_timeout_seconds):
-                async with self.sessions() as session:
-                    await session.execute(sa.text("SELECT 1"))
+            return await read_snapshot(self.sessions, within=self.timeout, now=self.clock())
         except Exception as exc:
-            log.warning("healthz.database_unavailable", error=_describe(exc))
+            error = "no answer in time" if isinstance(exc, TimeoutError) else _describe(exc)
+            log.warning(f"{purpose}.database_unavailable", error=error)
+            return None
+
+    async def healthz(self, request: Request) -> Response:
+        """Database reachable and every enabled side pulled recently: see the README."""
+        snap = await self.snapshot("healthz")
+        if snap is None:
             return JSONResponse({"status": "unavailable", "database": "down"}, status_code=503)
-        return JSONResponse({"status": "ok", "database": "up"})
+        sides = [
+            assess_side(
+                side,
+                enabled=side in self.enabled_sides,
+                objects=self.objects,
+                last_pulls=snap.last_pulls,
+                now=snap.at,
+                started_at=self.started_at,
+                stale_after=self.stale_after,
+            )
+            for side in SIDES
+        ]
+        status, body = health_body(sides, snap, self.stale_after)
+        return JSONResponse(body, status_code=status)
+
+    async def scrape(self, request: Request) -> Response:
+        """The Prometheus exposition, store gauges read just now."""
+        self.metrics.store.update(await self.snapshot("metrics"))
+        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def create_web_app(
@@ -393,16 +584,29 @@ def create_web_app(
     clock: Clock = utcnow,
     log_webhooks: bool = False,
     registry: CollectorRegistry | None = None,
+    metrics: Metrics | None = None,
+    objects: Sequence[str] | None = None,
+    enabled_sides: Collection[System] = SIDES,
+    started_at: datetime | None = None,
 ) -> Starlette:
     """The ASGI app: webhook endpoints, ``/healthz`` and ``/metrics``.
 
     ``hubspot_secret`` is the app's client secret (``None``: every HubSpot request gets 401);
     ``brevo_token`` the Brevo webhooks' secret (``None``: every Brevo request gets 401).
-    ``registry`` defaults to a new one (``app.state.registry``), so apps never clash.
+    ``metrics`` is the process's :class:`~connector.metrics.Metrics` (the daemon shares it
+    with the clients and engines); without it a new one is made on ``registry`` (default: a
+    new registry, so apps never clash). ``objects`` are the object types whose pulls
+    ``/healthz`` expects (``None``: whatever the runs table shows), ``enabled_sides`` the
+    sides that are not ``enabled: false``, ``started_at`` when the daemon started (default:
+    now) — see :func:`assess_pull`.
     """
     register_secret(hubspot_secret)
     register_secret(brevo_token)
-    registry = registry if registry is not None else CollectorRegistry()
+    if metrics is None:
+        metrics = Metrics(registry)
+    elif registry is not None and registry is not metrics.registry:
+        raise ValueError("give metrics or registry, not two different registries")
+    listen = server if server is not None else ServerSettings()
     signature = (
         HubSpotSignature(
             hubspot_secret,
@@ -418,25 +622,31 @@ def create_web_app(
         signature=signature,
         brevo_token=brevo_token or None,
         settings=settings,
-        server=server if server is not None else ServerSettings(),
+        server=listen,
         clock=clock,
-        metrics=WebMetrics.create(registry),
+        metrics=metrics.web,
         log_webhooks=log_webhooks,
     )
-
-    async def metrics(request: Request) -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
+    ops = _Ops(
+        sessions=sessions,
+        metrics=metrics,
+        timeout=settings.db_timeout_seconds,
+        stale_after=listen.stale_after_seconds,
+        clock=clock,
+        started_at=started_at if started_at is not None else clock(),
+        objects=objects,
+        enabled_sides=frozenset(enabled_sides),
+    )
     app = Starlette(
         routes=[
             Route(settings.hubspot_path, intake.hubspot, methods=["POST"]),
             Route(settings.brevo_path, intake.brevo, methods=["POST"]),
-            Route("/healthz", intake.healthz, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
+            Route("/healthz", ops.healthz, methods=["GET"]),
+            Route("/metrics", ops.scrape, methods=["GET"]),
         ]
     )
-    app.state.registry = registry
-    app.state.metrics = intake.metrics
+    app.state.registry = metrics.registry
+    app.state.metrics = metrics
     return app
 
 
@@ -465,11 +675,19 @@ def build_server(app: Starlette, server: ServerSettings) -> WebServer:
 
 
 __all__ = [
+    "HealthStatus",
+    "PullHealth",
+    "SideHealth",
     "WebMetrics",
     "WebServer",
     "WebhookSettings",
+    "assess_pull",
+    "assess_side",
     "build_server",
+    "client_address",
     "create_web_app",
+    "health_body",
+    "parse_address",
     "read_body",
     "request_uri",
     "utcnow",

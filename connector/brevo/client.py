@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 from urllib.parse import quote
 
 import httpx
@@ -68,6 +68,9 @@ from connector.errors import (
 )
 from connector.ratelimit import Limiter, brevo_family, brevo_limiters, observe_brevo_headers
 from connector.retry import Action, classify, retrying
+
+if TYPE_CHECKING:
+    from connector.metrics import ApiMetrics
 
 from .models import (
     AttributeCategory,
@@ -406,6 +409,7 @@ class BrevoClient:
         self.settings = settings
         self.limiters = limiters if limiters is not None else brevo_limiters(settings.plan)
         self.calls: Counter[str] = Counter()
+        self._metrics: ApiMetrics | None = None
         self.import_chunk_bytes = IMPORT_CHUNK_BYTES
         self._sleep = sleep
         self._http = httpx.AsyncClient(
@@ -438,6 +442,10 @@ class BrevoClient:
 
     # --- plumbing -------------------------------------------------------------------------
 
+    def attach_metrics(self, metrics: ApiMetrics) -> None:
+        """Count every call (each attempt, by answer status) in ``metrics`` from now on."""
+        self._metrics = metrics
+
     def limiter_for(self, path: str) -> Limiter:
         family = brevo_family(path)
         return self.limiters.get(family) or self.limiters["other"]
@@ -448,6 +456,8 @@ class BrevoClient:
     async def _on_response(self, response: httpx.Response) -> None:
         request = response.request
         observe_brevo_headers(self.limiter_for(request.url.path), response.headers)
+        if self._metrics is not None:
+            self._metrics.observe(SYSTEM, response.status_code)
         self.calls[_ENDPOINT.get() or f"{request.method} {request.url.path}"] += 1
 
     async def _call(
@@ -473,6 +483,8 @@ class BrevoClient:
                 headers = httpx.Headers(e.headers or {})
                 raise self._error(name, endpoint, e.status_code, headers, e.body) from e
             except httpx.RequestError as e:
+                if self._metrics is not None:  # no answer: the response hook did not run
+                    self._metrics.observe(SYSTEM, None)
                 log.info(
                     "brevo_transport_error", call=name, endpoint=endpoint, error=type(e).__name__
                 )

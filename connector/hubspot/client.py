@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import httpx
 import structlog
@@ -56,8 +56,16 @@ from connector.hubspot.models import (
     to_epoch_ms,
 )
 from connector.hubspot.paths import Paths, Route
-from connector.ratelimit import Limiter, hubspot_limiters, observe_hubspot_headers
+from connector.ratelimit import (
+    Limiter,
+    hubspot_daily_headers,
+    hubspot_limiters,
+    observe_hubspot_headers,
+)
 from connector.retry import Action, classify, classify_exception, retrying
+
+if TYPE_CHECKING:
+    from connector.metrics import ApiMetrics
 
 log = structlog.get_logger(__name__)
 
@@ -255,6 +263,7 @@ class HubSpotClient:
         self._limiters = limiters or hubspot_limiters(
             settings.tier, limit_increase=settings.api_limit_increase, clock=clock, sleep=sleep
         )
+        self._metrics: ApiMetrics | None = None
         self._legacy: set[str] = set()
         self._type_ids: dict[tuple[str, str], int] = {}
         timeout = httpx.Timeout(settings.timeout_seconds)
@@ -294,6 +303,13 @@ class HubSpotClient:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+    def attach_metrics(self, metrics: ApiMetrics) -> None:
+        """Count every call in ``metrics`` (the daemon's registry) from now on, and report the
+        daily budget: the headers when HubSpot sends them, else the ``general`` limiter's
+        daily window."""
+        self._metrics = metrics
+        metrics.track_daily(SYSTEM, self._limiters["general"], "daily")
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -387,16 +403,19 @@ class HubSpotClient:
             async with asyncio.timeout(timeout):
                 resp = await self._http.request(method, route.path, json=json, params=params)
         except TimeoutError:
+            self._observe(None)
             cause = httpx.ReadTimeout(f"no complete answer within {timeout:g} s")
             raise TransportError(
                 f"no complete answer within {timeout:g} s", system=SYSTEM, endpoint=endpoint
             ) from cause
         except httpx.TransportError as exc:
+            self._observe(None)
             cls = TransportError if classify_exception(exc) is Action.RETRY else ApiError
             raise cls(f"{type(exc).__name__}: {exc}", system=SYSTEM, endpoint=endpoint) from exc
         except ApiError as exc:  # from the OAuth refresh, already retried there
             raise _GiveUp(exc) from exc
         observe_hubspot_headers(general, resp.headers)
+        self._observe(resp)
         log.debug(
             "hubspot.call",
             endpoint=endpoint,
@@ -406,6 +425,14 @@ class HubSpotClient:
         if classify(resp.status_code) is Action.OK:
             return self._json(resp, endpoint)
         raise self._error(endpoint, resp, search)
+
+    def _observe(self, resp: httpx.Response | None) -> None:
+        """Count one call (``None``: it got no answer) in the attached metrics, if any."""
+        if self._metrics is None:
+            return
+        self._metrics.observe(SYSTEM, None if resp is None else resp.status_code)
+        if resp is not None:
+            self._metrics.observe_daily(SYSTEM, *hubspot_daily_headers(resp.headers))
 
     @staticmethod
     def _json(resp: httpx.Response, endpoint: str) -> Any:

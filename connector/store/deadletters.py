@@ -199,6 +199,19 @@ async def count_open(session: AsyncSession) -> int:
     return int(await session.scalar(stmt) or 0)
 
 
+async def purge_resolved(
+    session: AsyncSession, before: datetime, *, limit: int | None = None
+) -> int:
+    """Delete dead letters resolved before ``before``; open ones are never touched. How many
+    (``limit``: at most that many, oldest ids first — one transaction per chunk)."""
+    where = sa.and_(DeadLetter.resolved_at.is_not(None), DeadLetter.resolved_at < before)
+    if limit is not None:
+        chunk = sa.select(DeadLetter.id).where(where).order_by(DeadLetter.id).limit(limit)
+        where = DeadLetter.id.in_(chunk.scalar_subquery())
+    stmt = sa.delete(DeadLetter).where(where).execution_options(synchronize_session=False)
+    return cast(sa.CursorResult[Any], await session.execute(stmt)).rowcount
+
+
 __all__ = [
     "MAX_ERROR_LEN",
     "DeadLetterRecord",
@@ -206,5 +219,6 @@ __all__ = [
     "count_open",
     "get",
     "list_open",
+    "purge_resolved",
     "resolve",
 ]

@@ -5,6 +5,8 @@ One row per field value the engine wrote: the link, the field key, the direction
 is not a second CRM. Rows go with their link (``ON DELETE CASCADE``: a GDPR purge removes them).
 
 Every function runs in the caller's transaction; :func:`record` is one statement per batch.
+:func:`purge` deletes rows past ``sync.retention_days`` in bounded chunks
+(:mod:`connector.retention` runs it).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -136,4 +138,26 @@ async def for_link(
     ]
 
 
-__all__ = ["DEFAULT_LIMIT", "HistoryEntry", "WriteAction", "for_link", "from_actions", "record"]
+async def purge(session: AsyncSession, before: datetime, *, limit: int | None = None) -> int:
+    """Delete history rows synced before ``before``; how many.
+
+    With ``limit``, at most that many, the oldest ids first (a scan in id order that stops
+    early, since old rows have the low ids): call it in a loop, one transaction per chunk.
+    """
+    where: sa.ColumnElement[bool] = SyncHistory.synced_at < before
+    if limit is not None:
+        chunk = sa.select(SyncHistory.id).where(where).order_by(SyncHistory.id).limit(limit)
+        where = SyncHistory.id.in_(chunk.scalar_subquery())
+    stmt = sa.delete(SyncHistory).where(where).execution_options(synchronize_session=False)
+    return cast(sa.CursorResult[Any], await session.execute(stmt)).rowcount
+
+
+__all__ = [
+    "DEFAULT_LIMIT",
+    "HistoryEntry",
+    "WriteAction",
+    "for_link",
+    "from_actions",
+    "purge",
+    "record",
+]

@@ -311,24 +311,55 @@ async def counts_by_status(session: AsyncSession) -> dict[str, int]:
     return counts
 
 
-async def purge_done(session: AsyncSession, before: datetime) -> int:
-    """Delete ``done`` items last touched before ``before`` (keep enough for deduplication)."""
+@dataclass(frozen=True, slots=True)
+class InboxDepth:
+    """What ``/healthz`` and ``/metrics`` show of the inbox."""
+
+    open: int
+    """still to process: pending, waiting for a retry, or claimed"""
+    dead: int
+    """gave up after ``max_attempts``: kept until an operator looks (never purged)"""
+
+
+async def depth(session: AsyncSession) -> InboxDepth:
+    """Open and dead item counts in one query; ``done`` rows are not counted (nor scanned:
+    the ``(status, next_attempt_at)`` index leads to the few rows that are not done)."""
+    wanted = (*OPEN_STATUSES, "dead")
     stmt = (
-        sa.delete(InboxRow)
-        .where(InboxRow.status == "done", InboxRow.updated_at < before)
-        .execution_options(synchronize_session=False)
+        sa.select(InboxRow.status, sa.func.count())
+        .where(InboxRow.status.in_(wanted))
+        .group_by(InboxRow.status)
     )
+    counts = {status: int(n) for status, n in await session.execute(stmt)}
+    return InboxDepth(open=sum(counts.get(s, 0) for s in OPEN_STATUSES), dead=counts.get("dead", 0))
+
+
+async def purge_done(session: AsyncSession, before: datetime, *, limit: int | None = None) -> int:
+    """Delete ``done`` items last touched before ``before``; how many.
+
+    With ``limit``, at most that many, the oldest ids first: call it in a loop, one short
+    transaction per chunk, so a large purge never holds a long lock. Dead, failed and pending
+    items are never touched. A redelivery of a purged event is stored again (and is a no-op
+    for the engine), so keep ``before`` well past the senders' retry horizon (HubSpot: 24 h).
+    """
+    where = sa.and_(InboxRow.status == "done", InboxRow.updated_at < before)
+    if limit is not None:
+        chunk = sa.select(InboxRow.id).where(where).order_by(InboxRow.id).limit(limit)
+        where = InboxRow.id.in_(chunk.scalar_subquery())
+    stmt = sa.delete(InboxRow).where(where).execution_options(synchronize_session=False)
     return _rowcount(await session.execute(stmt))
 
 
 __all__ = [
     "MAX_ERROR_LEN",
     "OPEN_STATUSES",
+    "InboxDepth",
     "InboxInput",
     "InboxItem",
     "claim",
     "complete",
     "counts_by_status",
+    "depth",
     "dirty_key",
     "enqueue",
     "fail",

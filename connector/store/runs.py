@@ -8,7 +8,7 @@ closes them when the daemon starts again.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 import sqlalchemy as sa
@@ -197,14 +197,64 @@ async def mark_interrupted(
     return cast(sa.CursorResult[Any], await session.execute(stmt)).rowcount
 
 
+async def last_ok_pulls(session: AsyncSession) -> dict[tuple[System, str], datetime]:
+    """Per (system, object type): when its newest successful pull **started**.
+
+    The start, not the end: a pull reads up to its start, so every change made before that
+    moment has been read — "now minus this" is the sync lag. One grouped query on the
+    ``(kind, system, object_type, started_at)`` index.
+    """
+    stmt = (
+        sa.select(Run.system, Run.object_type, sa.func.max(Run.started_at))
+        .where(Run.kind == "pull", Run.status == "ok")
+        .group_by(Run.system, Run.object_type)
+    )
+    found: dict[tuple[System, str], datetime] = {}
+    for system, object_type, started in await session.execute(stmt):
+        if system is not None and object_type is not None and started is not None:
+            # max() of the UTC column comes back naive on SQLite: it is UTC.
+            found[(system, object_type)] = (
+                started if started.tzinfo is not None else started.replace(tzinfo=UTC)
+            )
+    return found
+
+
+async def purge_finished(
+    session: AsyncSession, before: datetime, *, limit: int | None = None
+) -> int:
+    """Delete finished runs started before ``before``; how many (``limit``: at most that many,
+    oldest ids first — call it in a loop, one transaction per chunk).
+
+    Kept whatever their age: runs still ``running``, and per (kind, system, object type) the
+    newest finished run and the newest ``ok`` one — what ``connector status`` and ``/healthz``
+    show, and what :meth:`Daemon.reconcile_due_at` reads.
+    """
+    groups = (Run.kind, Run.system, Run.object_type)
+    newest_ok = sa.select(sa.func.max(Run.id)).where(Run.status == "ok").group_by(*groups)
+    newest = sa.select(sa.func.max(Run.id)).where(Run.status != "running").group_by(*groups)
+    where = sa.and_(
+        Run.status != "running",
+        Run.started_at < before,
+        Run.id.not_in(newest_ok.scalar_subquery()),
+        Run.id.not_in(newest.scalar_subquery()),
+    )
+    if limit is not None:
+        chunk = sa.select(Run.id).where(where).order_by(Run.id).limit(limit)
+        where = Run.id.in_(chunk.scalar_subquery())
+    stmt = sa.delete(Run).where(where).execution_options(synchronize_session=False)
+    return cast(sa.CursorResult[Any], await session.execute(stmt)).rowcount
+
+
 __all__ = [
     "INTERRUPTED_ERROR",
     "MAX_ERROR_LEN",
     "RunSummary",
     "finish_run",
     "last_error",
+    "last_ok_pulls",
     "last_runs",
     "mark_interrupted",
+    "purge_finished",
     "running_runs",
     "start_run",
 ]
