@@ -637,6 +637,8 @@ def webhooks_group() -> None:
 async def _webhooks_status(settings: Settings, as_json: bool) -> int:
     import json
 
+    from connector.log import mask_email
+    from connector.status import DEAD_EVENTS_HINT
     from connector.store import db, inbox
 
     hooks = settings.webhooks
@@ -653,8 +655,10 @@ async def _webhooks_status(settings: Settings, as_json: bool) -> int:
         await _store_ready(engine)
         async with db.session_factory(engine)() as s:
             counts = await inbox.counts_by_status(s)
+            dead = await inbox.list_dead(s, limit=5) if counts.get("dead") else []
     finally:
         await engine.dispose()
+    shown = (lambda t: t) if settings.logging.log_emails else mask_email
     report: dict[str, Any] = {
         "listen": f"{server.host}:{server.port}",
         "public_url": server.public_url,
@@ -662,7 +666,25 @@ async def _webhooks_status(settings: Settings, as_json: bool) -> int:
         "brevo_url": base + hooks.brevo_path,
         "hubspot_secret_set": settings.connectors.hubspot.app_client_secret is not None,
         "brevo_token_set": hooks.brevo_token is not None,
+        "allowed_ips": {
+            "hubspot": list(hooks.allowed_ips.hubspot),
+            "brevo": list(hooks.allowed_ips.brevo),
+        },
         "inbox": counts,
+        "dead_events": [
+            {
+                "id": d.id,
+                "source": d.source,
+                "object_type": d.object_type,
+                "object_id": shown(d.object_id),
+                "event_type": d.event_type,
+                "attempts": d.attempts,
+                "last_error": shown(d.last_error or ""),
+                "received_at": d.received_at.isoformat(),
+                "given_up_at": d.updated_at.isoformat(),
+            }
+            for d in dead
+        ],
     }
     if as_json:
         click.echo(json.dumps(report, indent=2))
@@ -671,22 +693,31 @@ async def _webhooks_status(settings: Settings, as_json: bool) -> int:
     def mark(ok: bool, missing: str) -> str:
         return "✓ set" if ok else f"✗ missing ({missing}): every request gets 401"
 
+    def sources(cidrs: list[str]) -> str:
+        return ", ".join(cidrs) if cidrs else "anyone (webhooks.allowed_ips not set)"
+
     click.echo(f"Listening on       {report['listen']}")
     click.echo(f"HubSpot target URL {report['hubspot_url']}")
     click.echo(
         "  signature secret "
         + mark(report["hubspot_secret_set"], "connectors.hubspot.app_client_secret")
     )
+    click.echo("  accepted from    " + sources(report["allowed_ips"]["hubspot"]))
     click.echo(f"Brevo webhook URL  {report['brevo_url']}")
     click.echo("  bearer token     " + mark(report["brevo_token_set"], "webhooks.brevo_token"))
+    click.echo("  accepted from    " + sources(report["allowed_ips"]["brevo"]))
     if server.public_url is None:
         click.echo("  (set server.public_url to the address HubSpot and Brevo can reach)")
     click.echo("Inbox              " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     if counts.get("dead"):
-        click.echo(
-            f"  {counts['dead']} event(s) dead: their sync kept failing (the inbox table's "
-            "last_error says why); the periodic pulls still carry those records' changes"
-        )
+        click.echo(f"  {counts['dead']} event(s) dead: {DEAD_EVENTS_HINT}.")
+        click.echo(f"  Newest {len(dead)}:")
+        for d in report["dead_events"]:
+            click.echo(
+                f"    #{d['id']} {d['source']} {d['event_type']} {d['object_type']} "
+                f"{d['object_id']} — {d['attempts']} attempts, gave up {d['given_up_at']}: "
+                f"{d['last_error'] or 'no error recorded'}"
+            )
     return 0
 
 

@@ -68,6 +68,8 @@ from connector.store.models import Run, System, utcnow
 from connector.worker import InboxWorker, ObjectBusy, WorkerResult
 
 if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
     from connector.config import WebhookSettings
     from connector.web import WebServer
 
@@ -448,12 +450,10 @@ class Daemon:
         self.last_inbox = result
         return result
 
-    async def start_web(self, hooks: WebhookSettings) -> None:
-        """Serve the webhook intake on ``server.host:server.port``; :class:`ConnectorError`
-        if the address cannot be bound."""
-        from connector.web import build_server, create_web_app
+    def web_app(self, hooks: WebhookSettings) -> Starlette:
+        """The intake app as :meth:`start_web` serves it, on this daemon's metrics."""
+        from connector.web import create_web_app
 
-        listen = self.settings.server or ServerSettings()
         hs = self.settings.connectors.hubspot
         secret = hs.app_client_secret.get_secret_value() if hs.app_client_secret else None
         token = hooks.brevo_token.get_secret_value() if hooks.brevo_token else None
@@ -467,18 +467,26 @@ class Daemon:
                 "web.brevo_webhooks_refused",
                 reason="no webhooks.brevo_token: every Brevo request gets 401",
             )
-        app = create_web_app(
+        return create_web_app(
             sessions=self.sessions,
             hubspot_secret=secret,
             brevo_token=token,
             settings=hooks,
-            server=listen,
+            server=self.settings.server or ServerSettings(),
             log_webhooks=hs.log_webhooks,
             metrics=self.metrics,
             objects=self.objects,
             enabled_sides=[s for s in SYSTEMS if getattr(self.settings.connectors, s).enabled],
             started_at=self.clock(),
         )
+
+    async def start_web(self, hooks: WebhookSettings) -> None:
+        """Serve the webhook intake on ``server.host:server.port``; :class:`ConnectorError`
+        if the address cannot be bound."""
+        from connector.web import build_server
+
+        listen = self.settings.server or ServerSettings()
+        app = self.web_app(hooks)
         try:
             self._listener = _listen(listen.host, listen.port)
         except OSError as e:

@@ -29,6 +29,13 @@ from connector.store import db, deadletters, inbox, links, runs, skipped
 
 #: Seconds each API check may take.
 API_TIMEOUT = 10.0
+#: What an operator does about dead inbox events (``status`` and ``webhooks status``).
+DEAD_EVENTS_HINT = (
+    "their processing failed on every retry; they are kept (never purged) until you look. "
+    "Field changes still travel with the periodic pulls, but a deletion, merge or unsubscribe "
+    "in a dead event was not applied: fix the cause (the last error, the logs), then repeat "
+    "that change on its side, or run connector resync for the fields"
+)
 #: Skip reasons that mean "this contact has no usable email".
 NO_EMAIL_REASONS = ("no email", "invalid email")
 
@@ -80,6 +87,7 @@ class StatusReport:
     syncs: list[SyncLine] = field(default_factory=list)
     records_synced: dict[str, int] = field(default_factory=dict)
     pending_dirty_keys: int | None = None
+    dead_inbox_events: int | None = None
     skipped: list[SkippedCount] = field(default_factory=list)
     dead_letters_open: int | None = None
     last_error: runs.RunSummary | None = None
@@ -106,7 +114,8 @@ class StatusReport:
         ``revision``, ``head``, ``error``), ``syncs`` (list: ``kind``, ``system``,
         ``object_type``, ``last_status``, ``last_started_at``, ``last_finished_at``,
         ``last_error``, ``last_success_at``, ``last_success_counts``), ``records_synced``
-        (object type → links), ``pending_dirty_keys``, ``skipped_no_email``, ``skipped``
+        (object type → links), ``pending_dirty_keys``, ``dead_inbox_events`` (webhook events
+        given up after their retries), ``skipped_no_email``, ``skipped``
         (list: ``system``, ``object_type``, ``reason``, ``count``), ``dead_letters_open``,
         ``last_error`` (``null`` or ``at``, ``kind``, ``system``, ``object_type``,
         ``status``, ``error``).
@@ -144,6 +153,7 @@ class StatusReport:
             ],
             "records_synced": self.records_synced,
             "pending_dirty_keys": self.pending_dirty_keys,
+            "dead_inbox_events": self.dead_inbox_events,
             "skipped_no_email": self.skipped_no_email if store_read else None,
             "skipped": [
                 {
@@ -279,7 +289,9 @@ async def gather(settings: Settings, *, now: datetime | None = None) -> StatusRe
             report.syncs = [_sync_line(r) for r in await runs.last_runs(s)]
             for object_type in enabled_objects(settings):
                 report.records_synced[object_type] = await links.count_links(s, object_type)
-            report.pending_dirty_keys = await inbox.pending_count(s)
+            depth = await inbox.depth(s)
+            report.pending_dirty_keys = depth.open
+            report.dead_inbox_events = depth.dead
             report.skipped = [
                 SkippedCount(system, object_type, reason, n)
                 for (system, object_type, reason), n in sorted(
@@ -369,6 +381,13 @@ def render(report: StatusReport, console: Console, *, show_emails: bool = False)
     synced = ", ".join(f"{o}: {n}" for o, n in report.records_synced.items()) or "—"
     facts.add_row("Records synced", synced)
     facts.add_row("Pending dirty keys", str(report.pending_dirty_keys))
+    dead_events = report.dead_inbox_events or 0
+    facts.add_row(
+        "Dead webhook events",
+        f"[red]{dead_events}[/] → connector webhooks status (why, and what to do)"
+        if dead_events
+        else "0",
+    )
     detail = ", ".join(
         f"{_LABEL.get(s.system, s.system)} {s.object_type} {s.reason}: {s.count}"
         for s in report.skipped
@@ -393,6 +412,7 @@ def render(report: StatusReport, console: Console, *, show_emails: bool = False)
 
 __all__ = [
     "API_TIMEOUT",
+    "DEAD_EVENTS_HINT",
     "Connection",
     "SkippedCount",
     "StatusReport",

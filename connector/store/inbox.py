@@ -334,6 +334,42 @@ async def depth(session: AsyncSession) -> InboxDepth:
     return InboxDepth(open=sum(counts.get(s, 0) for s in OPEN_STATUSES), dead=counts.get("dead", 0))
 
 
+@dataclass(frozen=True, slots=True)
+class DeadEvent:
+    """An inbox event given up after ``max_attempts`` (for ``connector webhooks status``)."""
+
+    id: int
+    source: InboxSource
+    object_type: str
+    object_id: str
+    event_type: str
+    attempts: int
+    last_error: str | None
+    received_at: datetime
+    updated_at: datetime
+
+
+async def list_dead(session: AsyncSession, limit: int = 5) -> list[DeadEvent]:
+    """The newest dead events first, at most ``limit``."""
+    stmt = (
+        sa.select(
+            InboxRow.id,
+            InboxRow.source,
+            InboxRow.object_type,
+            InboxRow.object_id,
+            InboxRow.event_type,
+            InboxRow.attempts,
+            InboxRow.last_error,
+            InboxRow.received_at,
+            InboxRow.updated_at,
+        )
+        .where(InboxRow.status == "dead")
+        .order_by(InboxRow.updated_at.desc(), InboxRow.id.desc())
+        .limit(limit)
+    )
+    return [DeadEvent(*row) for row in await session.execute(stmt)]
+
+
 async def purge_done(session: AsyncSession, before: datetime, *, limit: int | None = None) -> int:
     """Delete ``done`` items last touched before ``before``; how many.
 
@@ -353,6 +389,7 @@ async def purge_done(session: AsyncSession, before: datetime, *, limit: int | No
 __all__ = [
     "MAX_ERROR_LEN",
     "OPEN_STATUSES",
+    "DeadEvent",
     "InboxDepth",
     "InboxInput",
     "InboxItem",
@@ -363,6 +400,7 @@ __all__ = [
     "dirty_key",
     "enqueue",
     "fail",
+    "list_dead",
     "pending_count",
     "purge_done",
     "release",
