@@ -508,7 +508,8 @@ def read_only_sessions(
     """Sessions for the scrape-time reads. On SQLite a separate engine whose transactions
     begin ``DEFERRED`` (the daemon's begin ``IMMEDIATE``, i.e. take the write lock): a read in
     WAL mode then never waits for, nor holds up, the intake's writes. Elsewhere ``sessions``."""
-    bind = sessions.kw.get("bind")
+    options = getattr(sessions, "kw", None)  # any callable giving sessions will do
+    bind = options.get("bind") if isinstance(options, dict) else None
     if not isinstance(bind, AsyncEngine) or bind.dialect.name != "sqlite":
         return sessions
     url = bind.url.render_as_string(hide_password=False)
