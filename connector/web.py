@@ -453,10 +453,9 @@ def assess_side(
         status, age = never.status, None
     else:
         status = max((p.status for p in judged.values()), key=_RANK.__getitem__, default="ok")
-        ages = [p.age_seconds for p in judged.values()]
-        age = None if any(a is None for a in ages) else max((a for a in ages if a), default=0.0)
-        if not judged:
-            age = None
+        ages = [p.age_seconds for p in judged.values() if p.age_seconds is not None]
+        # the side is as old as its oldest object; unknown if one never pulled (or none)
+        age = max(ages) if ages and len(ages) == len(judged) else None
     if not enabled:
         status = "disabled"
     return SideHealth(side, enabled, status, age, judged)
