@@ -14,7 +14,7 @@ valid JSON of the schema, a non-empty one-line subject, a body that is not empty
 (:mod:`connector.onboarding.sanitize`: no scripts, handlers, forms or active content) and that
 still carries the call's video link. On a timeout, an HTTP error, or output that fails a check,
 the template is used and :attr:`WelcomeEmail.fallback_reason` says why (also logged). Only a
-few of the contact's properties are sent to the model (:data:`LLM_CONTACT_FIELDS`).
+few of the contact's properties are sent to the model: the names and :data:`LLM_CONTACT_FIELDS`.
 """
 
 from __future__ import annotations
@@ -43,8 +43,6 @@ log = structlog.get_logger(__name__)
 
 DEFAULT_TEMPLATE = "mappings/templates/welcome.html.j2"
 LLM_CONTACT_FIELDS = (
-    "firstname",
-    "lastname",
     "company",
     "jobtitle",
     "industry",

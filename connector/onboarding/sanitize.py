@@ -29,6 +29,8 @@ DROP_WITH_CONTENT = frozenset(
         "style", "svg", "template", "textarea", "title",
     }
 )  # fmt: skip
+DROP_VOID = frozenset({"base", "embed", "input", "link", "meta"})
+"""dropped elements that have no end tag (so no content to skip)"""
 ALLOWED_ATTRS = frozenset(
     {
         "align", "bgcolor", "border", "cellpadding", "cellspacing", "colspan", "dir", "height",
@@ -53,8 +55,11 @@ class _Sanitizer(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if self._skip:
-            if tag == self._skip[-1] or tag in DROP_WITH_CONTENT:
+            if (tag == self._skip[-1] or tag in DROP_WITH_CONTENT) and tag not in DROP_VOID:
                 self._skip.append(tag)
+            return
+        if tag in DROP_VOID:
+            self._drop(f"<{tag}>")
             return
         if tag in DROP_WITH_CONTENT:
             self._drop(f"<{tag}>")
@@ -87,7 +92,7 @@ class _Sanitizer(HTMLParser):
         if tag in VOID_TAGS or tag not in ALLOWED_TAGS:
             self.handle_starttag(tag, attrs)
             if tag in DROP_WITH_CONTENT and self._skip and self._skip[-1] == tag:
-                self._skip.pop()
+                self._skip.pop()  # <svg/> or <iframe/>: nothing inside to skip
             return
         self.handle_starttag(tag, attrs)
         self.handle_endtag(tag)
