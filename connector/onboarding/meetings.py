@@ -50,7 +50,6 @@ MEETING_PROPERTIES = (
 )
 MEETING_WITHOUT_END = timedelta(hours=1)
 """A meeting logged without an end time is taken to last this long."""
-TOKEN_MARGIN_SECONDS = 60.0
 
 
 class HubSpotMeetings:
