@@ -94,6 +94,8 @@ class Owner:
     user_id: int
     created_ms: int
     archived: bool = False
+    teams: tuple[tuple[str, str], ...] = (("501", "Customer Success"),)
+    """(team id, team name); the first is the owner's primary team"""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -107,7 +109,10 @@ class Owner:
             "createdAt": iso_ms(self.created_ms),
             "updatedAt": iso_ms(self.created_ms),
             "archived": self.archived,
-            "teams": [{"id": "501", "name": "Customer Success", "primary": True}],
+            "teams": [
+                {"id": tid, "name": name, "primary": i == 0}
+                for i, (tid, name) in enumerate(self.teams)
+            ],
         }
 
 

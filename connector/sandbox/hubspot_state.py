@@ -605,6 +605,30 @@ class HubSpotState(AccessMixin, LinksMixin):
         defs[name] = d
         return d
 
+    def add_owner(
+        self,
+        owner_id: str,
+        email: str,
+        first_name: str,
+        last_name: str,
+        *,
+        teams: Iterable[tuple[str, str]] = (("501", "Customer Success"),),
+        archived: bool = False,
+    ) -> Owner:
+        """Add (or replace) an owner — a user who can own records — in the given teams."""
+        owner = Owner(
+            str(owner_id),
+            email,
+            first_name,
+            last_name,
+            9_000_000 + len(self.owners) + 1,
+            self.now_ms(),
+            archived=archived,
+            teams=tuple(teams),
+        )
+        self.owners[owner.id] = owner
+        return owner
+
     def owner_options(self) -> list[dict[str, Any]]:
         return [
             {

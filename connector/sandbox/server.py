@@ -1,7 +1,9 @@
-"""Run the HubSpot and Brevo sandboxes on loopback HTTP ports (uvicorn), in this process.
+"""Run the HubSpot, Brevo and Google Calendar sandboxes on loopback HTTP ports (uvicorn).
 
-``async with SandboxServers(seed_contacts=50) as s:`` starts both, each on its own free port
-of 127.0.0.1, and gives ``s.hubspot_url``, ``s.brevo_url`` and the credentials they accept.
+``async with SandboxServers(seed_contacts=50) as s:`` starts them, each on its own free port
+of 127.0.0.1, and gives ``s.hubspot_url``, ``s.brevo_url``, ``s.calendar_token_url`` and
+``s.calendar_base_url``, and the credentials they accept. The calendar sandbox has a calendar
+for each HubSpot sandbox owner, named by the owner's e-mail (the google provider's default).
 ``connector sandbox``, ``connector demo``, the end-to-end tests and the benchmarks use it.
 """
 
@@ -16,7 +18,9 @@ from typing import Any
 
 import uvicorn
 
+from connector.sandbox import calendar as calendar_sandbox
 from connector.sandbox.brevo import BrevoState, create_brevo_app
+from connector.sandbox.calendar import CalendarState, create_calendar_app
 from connector.sandbox.hubspot import HubSpotState, create_hubspot_app
 
 HUBSPOT_TOKEN = "sandbox-token"
@@ -67,15 +71,17 @@ async def _start(app: Any, host: str, port: int) -> _Running:
 
 @dataclass
 class SandboxServers:
-    """Both sandboxes on loopback ports (0 = any free port)."""
+    """The sandboxes on loopback ports (0 = any free port)."""
 
     seed_contacts: int = 0
     host: str = "127.0.0.1"
     hubspot_port: int = 0
     brevo_port: int = 0
+    calendar_port: int = 0
     rate_limits: bool = True
     hubspot: HubSpotState = field(init=False)
     brevo: BrevoState = field(init=False)
+    calendar: CalendarState = field(init=False)
     _running: list[_Running] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
@@ -83,6 +89,9 @@ class SandboxServers:
         self.brevo = BrevoState(rate_limits=self.rate_limits)
         self.hubspot.add_token(HUBSPOT_TOKEN)
         self.brevo.add_api_key(BREVO_API_KEY, name="connector")
+        self.calendar = CalendarState()
+        for owner in self.hubspot.owners.values():
+            self.calendar.add_calendar(owner.email)
         if self.seed_contacts:
             self.hubspot.seed_contacts(self.seed_contacts)
             self.brevo.seed_contacts(self.seed_contacts // 2, seed=1)
@@ -95,11 +104,38 @@ class SandboxServers:
     def brevo_url(self) -> str:
         return f"http://{self.host}:{self._running[1].port}/v3"
 
+    @property
+    def calendar_url(self) -> str:
+        return f"http://{self.host}:{self._running[2].port}"
+
+    @property
+    def calendar_token_url(self) -> str:
+        """``onboarding.calendar.google.token_url`` for the calendar sandbox."""
+        return f"{self.calendar_url}/token"
+
+    @property
+    def calendar_base_url(self) -> str:
+        """``onboarding.calendar.google.base_url`` for the calendar sandbox."""
+        return f"{self.calendar_url}/calendar/v3"
+
+    def calendar_google_settings(self) -> dict[str, str]:
+        """The ``onboarding.calendar.google`` mapping that points at the calendar sandbox."""
+        return {
+            "client_id": calendar_sandbox.DEFAULT_CLIENT_ID,
+            "client_secret": calendar_sandbox.DEFAULT_CLIENT_SECRET,
+            "refresh_token": calendar_sandbox.DEFAULT_REFRESH_TOKEN,
+            "token_url": self.calendar_token_url,
+            "base_url": self.calendar_base_url,
+        }
+
     async def start(self) -> None:
         self._running.append(
             await _start(create_hubspot_app(self.hubspot), self.host, self.hubspot_port)
         )
         self._running.append(await _start(create_brevo_app(self.brevo), self.host, self.brevo_port))
+        self._running.append(
+            await _start(create_calendar_app(self.calendar), self.host, self.calendar_port)
+        )
 
     def point_webhooks_at(
         self,
