@@ -318,6 +318,22 @@ class HubSpotClient:
 
     # --- the one way every call goes ---------------------------------------------------------
 
+    async def request(
+        self,
+        method: str,
+        route: RouteFor,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        idempotent: bool | None = None,
+        search: bool = False,
+    ) -> Any:
+        """One raw API call under this client's limiters, retries, metrics and error mapping,
+        for modules that build on the client (onboarding, CRM objects); see :meth:`_request`."""
+        return await self._request(
+            method, route, json=json, params=params, idempotent=idempotent, search=search
+        )
+
     async def _request(
         self,
         method: str,

@@ -53,7 +53,7 @@ async def search_page(
         body["sorts"] = [dict(s) for s in sorts]
     if after is not None:
         body["after"] = after
-    data = await hubspot._request(
+    data = await hubspot.request(
         "POST", hubspot.paths.search(object_type), json=body, idempotent=True, search=True
     )
     data = data or {}
@@ -99,7 +99,7 @@ async def get_owner(hubspot: HubSpotClient, owner_id: str) -> Owner:
             f"{base.path}{quote(str(owner_id), safe='')}", f"{base.template}{{id}}", OWNERS, legacy
         )
 
-    data = await hubspot._request("GET", route)
+    data = await hubspot.request("GET", route)
     return Owner.from_api(data or {})
 
 
@@ -124,7 +124,7 @@ async def create_with_associations(
             for to_id, tid in associations
         ],
     }
-    data = await hubspot._request(
+    data = await hubspot.request(
         "POST", hubspot.paths.objects(object_type), json=body, idempotent=False
     )
     return HubSpotObject.from_api(data or {})
