@@ -781,9 +781,10 @@ async def _serve_sandbox(seed: int, hubspot_port: int, brevo_port: int, rate_lim
     ) as servers:
         click.echo(f"HubSpot sandbox: {servers.hubspot_url}")
         click.echo(f"Brevo sandbox:   {servers.brevo_url}")
+        click.echo(f"Calendar sandbox (Google Calendar API): {servers.calendar_base_url}")
         click.echo("\nA config that points at them:\n")
         click.echo(servers.config_yaml("sqlite:///connector-sandbox.db"))
-        click.echo("Ctrl-C stops both.", err=True)
+        click.echo("Ctrl-C stops them.", err=True)
         stop = asyncio.Event()
         with contextlib.suppress(asyncio.CancelledError):
             await stop.wait()
