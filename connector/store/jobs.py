@@ -408,13 +408,27 @@ async def release(session: AsyncSession, ids: Sequence[int], *, worker: str, now
     return _rowcount(await session.execute(stmt))
 
 
-async def retry(session: AsyncSession, job_id: int, *, now: datetime) -> JobRecord | None:
-    """Queue a ``failed`` or ``dead`` job again at once with a fresh attempt budget; None if
-    there is no such job (or it is not failed)."""
+async def retry(
+    session: AsyncSession,
+    job_id: int,
+    *,
+    now: datetime,
+    state: Mapping[str, Any] | None = None,
+) -> JobRecord | None:
+    """Queue a ``failed`` or ``dead`` job again at once with a fresh attempt budget (and,
+    given, a new ``state``); None if there is no such job (or it is not failed)."""
+    values: dict[str, Any] = {
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": now,
+        "updated_at": now,
+    }
+    if state is not None:
+        values["state"] = dict(state)
     stmt = (
         sa.update(Job)
         .where(Job.id == job_id, Job.status.in_(FAILED_STATUSES))
-        .values(status="pending", attempts=0, next_attempt_at=now, updated_at=now)
+        .values(**values)
         .returning(*_COLUMNS)
         .execution_options(synchronize_session=False)
     )
@@ -485,12 +499,19 @@ async def counts_by_status(session: AsyncSession, hook: str | None = None) -> di
 
 
 async def count_succeeded(
-    session: AsyncSession, hook: str, step: str, identity: str | None, hubspot_id: str
+    session: AsyncSession,
+    hook: str,
+    step: str,
+    identity: str | None,
+    hubspot_id: str,
+    *,
+    only_sent: bool = False,
 ) -> int:
     """How many ``step`` jobs of ``hook`` succeeded for this person: by identity hash across
-    HubSpot ids (a contact deleted and created again), else by HubSpot id."""
+    HubSpot ids (a contact deleted and created again), else by HubSpot id. ``only_sent``:
+    only those whose result says ``sent`` (a capped send succeeds without sending)."""
     stmt = (
-        sa.select(sa.func.count())
+        sa.select(Job.result)
         .select_from(Job)
         .join(Enrollment, Enrollment.id == Job.enrollment_id)
         .where(Job.hook == hook, Job.step == step, Job.status == "succeeded")
@@ -501,7 +522,8 @@ async def count_succeeded(
         )
     else:
         stmt = stmt.where(Enrollment.hubspot_id == hubspot_id)
-    return int(await session.scalar(stmt) or 0)
+    found = (await session.scalars(stmt)).all()
+    return sum(1 for r in found if not only_sent or (r or {}).get("sent"))
 
 
 # --- enrollments ----------------------------------------------------------------------------
