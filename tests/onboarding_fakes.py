@@ -92,29 +92,30 @@ class MeetingsProvider:
         return []
 
     async def book(self, request: BookingRequest) -> BookedCall:
-        linked = await self.hubspot.read_associations("contacts", "meetings", [request.contact_id])
-        ids = [a.to_id for a in linked.get(request.contact_id, [])]
-        if ids:
-            read = await self.hubspot.batch_read("meetings", ids, ["hs_meeting_body"])
-            for m in read.results:
-                if request.key in (m.properties.get("hs_meeting_body") or ""):
-                    return self._call(m.id, request)
-        stamp = request.start.astimezone(UTC).isoformat().replace("+00:00", "Z")
-        meeting = await self.hubspot.create_object(
-            "meetings",
-            {
-                "hs_timestamp": stamp,
-                "hs_meeting_title": request.title,
-                "hs_meeting_body": f"{html.escape(request.description)}<br>key {request.key}",
-                "hs_meeting_start_time": stamp,
-                "hs_meeting_end_time": request.end.astimezone(UTC).isoformat(),
-            },
-        )
+        """Find the meeting carrying the key (a repeat), else create it; then associate it
+        (associating twice changes nothing), so a crash between the two calls heals."""
+        found = None
+        async for m in self.hubspot.iter_objects("meetings", ["hs_meeting_body"]):
+            if request.key in (m.properties.get("hs_meeting_body") or ""):
+                found = m.id
+        if found is None:
+            stamp = request.start.astimezone(UTC).isoformat().replace("+00:00", "Z")
+            meeting = await self.hubspot.create_object(
+                "meetings",
+                {
+                    "hs_timestamp": stamp,
+                    "hs_meeting_title": request.title,
+                    "hs_meeting_body": f"{html.escape(request.description)}<br>key {request.key}",
+                    "hs_meeting_start_time": stamp,
+                    "hs_meeting_end_time": request.end.astimezone(UTC).isoformat(),
+                },
+            )
+            found = meeting.id
+            self.booked.append(found)
         await self.hubspot.create_default_associations(
-            "meetings", "contacts", [(meeting.id, request.contact_id)]
+            "meetings", "contacts", [(found, request.contact_id)]
         )
-        self.booked.append(meeting.id)
-        return self._call(meeting.id, request)
+        return self._call(found, request)
 
     @staticmethod
     def _call(event_id: str, request: BookingRequest) -> BookedCall:
