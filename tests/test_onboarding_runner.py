@@ -7,6 +7,7 @@ stand-ins of ``onboarding_fakes`` with the real signatures: these tests are abou
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -360,3 +361,32 @@ def test_next_open_examples(local: datetime, expected: datetime) -> None:
     window = QuietHours(days=["mon", "tue", "wed", "thu", "fri"], start=time(8), end=time(20))
     got = next_open(window, "Europe/Oslo", local.replace(tzinfo=tz).astimezone(UTC))
     assert got == expected.replace(tzinfo=tz)
+
+
+# --- the demo -------------------------------------------------------------------------------
+
+
+async def test_the_demo_shows_the_booked_call_and_names_the_rendered_email(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import re
+
+    from connector.demo import run_demo
+
+    onboarding_fakes.install()
+
+    async def checks_skipped(settings: Settings) -> int:
+        return 0
+
+    code = await run_demo(tmp_path, checks_skipped)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "Onboarding of the new HubSpot contact grace.hopper@demo.example:" in out
+    assert re.search(r"call booked +\w{3} \d\d \w{3} \d{4} \d\d:\d\d–\d\d:\d\d Europe/Oslo", out)
+    assert "welcome e-mail  “Welcome to Example Ltd, Grace” sent through Brevo" in out
+    named = re.search(r"rendered to +(\S+)", out)
+    assert named is not None
+    rendered = await asyncio.to_thread(Path(named.group(1)).read_text, encoding="utf-8")
+    assert "Welcome to Example Ltd, Grace" in rendered
+    assert "timeline note" in out
+    assert out.rstrip().endswith("API writes: HubSpot 0, Brevo 0")  # the hooks settled too

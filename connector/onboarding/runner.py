@@ -739,12 +739,8 @@ class HookRunner:
             "fallback_reason": mail.fallback_reason,
         }
         if self.cfg.email.output_dir:
-            folder = Path(self.cfg.email.output_dir)
-            if not folder.is_absolute():
-                folder = self.base_dir / folder
-            folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"welcome-{step.job.hubspot_id}.html"
-            path.write_text(mail.html, encoding="utf-8")
+            name = f"welcome-{step.job.hubspot_id}.html"
+            path = await asyncio.to_thread(_write_copy, self._folder(), name, mail.html)
             result["file"] = str(path)
         return Done(result)
 
@@ -830,6 +826,10 @@ class HookRunner:
 
     # --- helpers ------------------------------------------------------------------------
 
+    def _folder(self) -> Path:
+        folder = Path(self.cfg.email.output_dir or ".")
+        return folder if folder.is_absolute() else self.base_dir / folder
+
     def _owner(self, raw: Any) -> OwnerInfo | None:
         if not isinstance(raw, dict) or not raw.get("id"):
             return None
@@ -854,6 +854,14 @@ class HookRunner:
 
 
 # --- pure helpers ------------------------------------------------------------------------
+
+
+def _write_copy(folder: Path, name: str, text: str) -> Path:
+    """Write a rendered e-mail to ``onboarding.email.output_dir`` (the demo names the file)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 def _with_state(job: JobRecord, state: dict[str, Any]) -> JobRecord:
