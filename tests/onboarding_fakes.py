@@ -145,7 +145,7 @@ class Composer:
     ) -> WelcomeEmail:
         self.calls += 1
         if self.calls <= self.fail_first:
-            raise RuntimeError(f"composer down (call {self.calls})")
+            raise RuntimeError(f"composer down (call {self.calls}) for {ctx.email}")
         first = ctx.first_name or "there"
         subject = f"Welcome to {settings.company.name}, {first}"
         when = f"{ctx.call.start:%Y-%m-%d %H:%M} UTC" if ctx.call else "soon"

@@ -8,6 +8,7 @@ stand-ins of ``onboarding_fakes`` with the real signatures: these tests are abou
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -361,6 +362,40 @@ def test_next_open_examples(local: datetime, expected: datetime) -> None:
     window = QuietHours(days=["mon", "tue", "wed", "thu", "fri"], start=time(8), end=time(20))
     got = next_open(window, "Europe/Oslo", local.replace(tzinfo=tz).astimezone(UTC))
     assert got == expected.replace(tzinfo=tz)
+
+
+async def test_hooks_cli_lists_retries_and_counts_the_existing_base(tmp_path: Path) -> None:
+    composer = onboarding_fakes.Composer(fail_first=99)
+    async with onboarding_env(tmp_path, composer, max_attempts="1") as env:
+        await env.cycle()
+        hid = env.create_contact("flaky@example.com")
+        await env.cycle()
+        dead = next(j for j in await env.jobs(hid) if j.step == "compose_email")
+        assert dead.status == "dead"
+
+        code, out, err = await env.cli.cli("hooks", "list", "--failed")
+        assert code == 0, err
+        row = next(line for line in out.splitlines() if line.strip().startswith(f"│ {dead.id} "))
+        assert hid in row and "compose_email" in row and "dead" in row
+        assert "composer down" in out and "f***@example.com" in out
+        assert "flaky@example.com" not in out  # e-mails masked (logging.log_emails is off)
+        assert "connector hooks retry ID" in out
+
+        code, out, _ = await env.cli.cli("hooks", "retry", str(dead.id), "999999")
+        assert code == 1 and f"✓ {dead.id} queued again" in out
+        code, out, _ = await env.cli.cli("hooks", "list", "--json")
+        assert code == 0
+        assert {"id": dead.id, "status": "pending", "attempts": 0}.items() <= next(
+            r for r in json.loads(out) if r["id"] == dead.id
+        ).items()
+
+        # the seeded base (4 HubSpot + 2 Brevo contacts, all linked) is counted, not enrolled
+        code, out, _ = await env.cli.cli("hooks", "enroll", "--dry-run")
+        assert code == 0 and "6 existing contact(s) would be enrolled" in out
+        code, out, err = await env.cli.cli("hooks", "enroll", "--yes")
+        assert code == 2 and "onboarding.enroll: existing_too" in err
+        async with env.rt.sessions() as s:
+            assert len(await jobs.list_jobs(s, hook=ONBOARDING)) == 3  # unchanged
 
 
 # --- the demo -------------------------------------------------------------------------------
