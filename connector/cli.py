@@ -8,6 +8,7 @@
     connector [--config PATH] explain EMAIL     one contact's sync history
     connector [--config PATH] dlq list|retry    dead letters: records that kept failing
     connector [--config PATH] webhooks status   webhook URLs to register, the inbox
+    connector [--config PATH] hooks list|retry|enroll   post-sync hook jobs (onboarding)
     connector sandbox [--seed-contacts N]   run the HubSpot and Brevo sandboxes on loopback
     connector demo                          everything against the sandboxes, no accounts
 
@@ -621,6 +622,169 @@ def dlq_retry(ctx: click.Context, ids: tuple[int, ...], retry_all: bool) -> None
         raise click.UsageError("give dead-letter IDs or --all (see connector dlq list)")
     settings = _settings(ctx)
     sys.exit(asyncio.run(_dlq_retry(settings, None if retry_all else list(ids))))
+
+
+# --- hooks -------------------------------------------------------------------------------
+
+
+@cli.group("hooks")
+def hooks_group() -> None:
+    """Post-sync hooks (onboarding, lifecycle triggers): their jobs, retries, enrollment."""
+
+
+async def _hooks_list(settings: Settings, failed: bool, limit: int, as_json: bool) -> int:
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from connector.log import mask_email
+    from connector.store import db, jobs
+
+    engine = db.create_engine(settings.database.url, sqlite_begin="DEFERRED")
+    try:
+        await _store_ready(engine)
+        async with db.session_factory(engine)() as s:
+            listed = await jobs.list_jobs(s, failed_only=failed, limit=limit)
+    finally:
+        await engine.dispose()
+    text = (lambda v: v) if settings.logging.log_emails else mask_email
+
+    def when(value: datetime | None) -> str:
+        return f"{value.astimezone(UTC):%Y-%m-%d %H:%M:%S}" if value is not None else "—"
+
+    rows = [
+        {
+            "id": j.id,
+            "hook": j.hook,
+            "contact": j.hubspot_id or j.subject,
+            "step": j.step,
+            "status": j.status,
+            "attempts": j.attempts,
+            "next_attempt": when(j.next_attempt_at) if j.status in ("pending", "failed") else None,
+            "last_error": text(j.last_error) if j.last_error else None,
+        }
+        for j in listed
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    if not rows:
+        click.echo("No failed hook jobs." if failed else "No hook jobs.")
+        return 0
+    title = f"{'Failed hook jobs' if failed else 'Hook jobs'} ({len(rows)}, newest first)"
+    table = Table(title=title, title_justify="left")
+    for name in ("ID", "Contact", "Hook", "Step", "Status", "Tries", "Next attempt (UTC)"):
+        table.add_column(name)
+    table.add_column("Last error", overflow="fold")
+    for r in rows:
+        table.add_row(
+            str(r["id"]),
+            str(r["contact"]),
+            str(r["hook"]),
+            str(r["step"]),
+            str(r["status"]),
+            str(r["attempts"]),
+            str(r["next_attempt"] or "—"),
+            scrub(str(r["last_error"] or "")),
+        )
+    Console(highlight=False).print(table)
+    if any(r["status"] in ("failed", "dead") for r in rows):
+        click.echo("Run a failed or dead job again with: connector hooks retry ID")
+    return 0
+
+
+@hooks_group.command("list")
+@click.option("--failed", is_flag=True, help="Only jobs waiting for a retry, and dead ones.")
+@click.option("--limit", default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="A JSON list.")
+@click.pass_context
+def hooks_list(ctx: click.Context, failed: bool, limit: int, as_json: bool) -> None:
+    """The hook jobs (one per step and contact): status, attempts, next attempt, last error."""
+    settings = _settings(ctx)
+    sys.exit(asyncio.run(_hooks_list(settings, failed, limit, as_json)))
+
+
+async def _hooks_retry(settings: Settings, ids: Sequence[int]) -> int:
+    from connector.onboarding.runner import retry_job
+    from connector.store import db
+
+    engine = db.create_engine(settings.database.url)
+    missing = 0
+    try:
+        await _store_ready(engine)
+        sessions = db.session_factory(engine)
+        for job_id in ids:
+            job = await retry_job(sessions, job_id)
+            if job is None:
+                click.echo(f"✗ {job_id}: no failed or dead hook job with this id", err=True)
+                missing += 1
+            else:
+                click.echo(
+                    f"✓ {job_id} queued again ({job.hook} {job.step}, contact {job.hubspot_id})"
+                )
+    finally:
+        await engine.dispose()
+    if len(ids) > missing:
+        click.echo("The running daemon (connector run) picks them up within seconds.")
+    return 1 if missing else 0
+
+
+@hooks_group.command("retry")
+@click.argument("ids", nargs=-1, type=int, required=True)
+@click.pass_context
+def hooks_retry(ctx: click.Context, ids: tuple[int, ...]) -> None:
+    """Queue failed or dead hook jobs again, with a fresh attempt budget."""
+    settings = _settings(ctx)
+    sys.exit(asyncio.run(_hooks_retry(settings, list(ids))))
+
+
+async def _hooks_enroll(settings: Settings, dry_run: bool, yes: bool) -> int:
+    from connector.onboarding.enroll import enroll_existing, plan_existing
+    from connector.store import db
+
+    cfg = settings.onboarding
+    if cfg is None or not cfg.enabled:
+        _fail("onboarding is not enabled: set onboarding.enabled: true first", EXIT_CONFIG)
+    engine = db.create_engine(settings.database.url)
+    try:
+        await _store_ready(engine)
+        sessions = db.session_factory(engine)
+        async with sessions() as s:
+            plan = await plan_existing(s)
+        click.echo(
+            f"{plan.count} existing contact(s) would be enrolled in onboarding "
+            f"({len(plan.candidates)} never enrolled, {len(plan.reopen)} skipped before as "
+            "created before the hook was enabled): each gets an owner, a call and a welcome "
+            "e-mail."
+        )
+        if dry_run or plan.count == 0:
+            return 0
+        if cfg.enroll != "existing_too":
+            _fail(
+                "onboarding.enroll is new_only: set onboarding.enroll: existing_too to enroll "
+                "the existing contacts (run with --dry-run first to see how many)",
+                EXIT_CONFIG,
+            )
+        if not yes and not click.confirm(f"Enroll these {plan.count} contact(s)?", default=False):
+            click.echo("Nothing enrolled.")
+            return 1
+        async with sessions() as s, s.begin():
+            done = await enroll_existing(s, plan, reenroll=cfg.reenroll)
+    finally:
+        await engine.dispose()
+    click.echo(f"{done} contact(s) enrolled; the running daemon onboards them.")
+    return 0
+
+
+@hooks_group.command("enroll")
+@click.option("--dry-run", is_flag=True, help="Only count the contacts that would be enrolled.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def hooks_enroll(ctx: click.Context, dry_run: bool, yes: bool) -> None:
+    """Enroll the existing contacts in onboarding (needs onboarding.enroll: existing_too)."""
+    settings = _settings(ctx)
+    sys.exit(asyncio.run(_hooks_enroll(settings, dry_run, yes)))
 
 
 # --- sandbox and demo --------------------------------------------------------------------

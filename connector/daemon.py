@@ -61,6 +61,7 @@ from connector.config import ServerSettings
 from connector.engine import Outcome, SyncEngine
 from connector.errors import ConnectorError, scrub
 from connector.metrics import Metrics, SyncMetrics
+from connector.onboarding.runner import HookRunner, RunnerResult
 from connector.retention import RetentionResult, run_retention
 from connector.runtime import Runtime
 from connector.store import db, leases, runs
@@ -566,11 +567,45 @@ class Daemon:
                 raise
             return None
 
+    # --- post-sync hooks (onboarding, lifecycle triggers) ----------------------------------
+
+    @functools.cached_property
+    def hook_runner(self) -> HookRunner:
+        """The hook runner of this daemon (its claims carry the daemon's worker id)."""
+        rt = self.runtime
+        return HookRunner(
+            self.settings,
+            hubspot=rt.hubspot,
+            brevo=rt.brevo,
+            sessions=self.sessions,
+            worker_id=self.worker_id,
+            is_dead=holder_is_dead,
+        )
+
+    async def drain_hooks(self) -> RunnerResult:
+        """Run every hook job due now; never raises (a broken round is logged)."""
+        try:
+            result = await self.hook_runner.run_once(self._stopping)
+        except Exception as e:
+            error = scrub(f"{type(e).__name__}: {e}")
+            self.log.error("hooks.error", error=error)
+            return RunnerResult(errors=[error])
+        if result.claimed:
+            self.log.info("hooks.done", **result.summary())
+        return result
+
+    def start_hooks(self) -> None:
+        """Run the hook runner until :meth:`stop` (one task beside the inbox worker)."""
+        task = asyncio.create_task(self.hook_runner.run(self._stopping), name="hook runner")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     # --- start, cycles, scheduler ----------------------------------------------------------
 
     async def prepare(self) -> None:
         """Bring the database to the newest schema (the daemon migrates on start)."""
         await asyncio.to_thread(db.upgrade, self.settings.database.url, "head")
+        await self.hook_runner.prepare()
 
     async def run_once(
         self, *, reconcile: bool | None = None, inbox: bool = True
@@ -601,6 +636,8 @@ class Daemon:
             except asyncio.CancelledError:  # the pass, cancelled by a stop: not us
                 if _current_task_cancelling():
                     raise
+        if not self._stopping.is_set():
+            await self.drain_hooks()
         return results
 
     async def reconcile_due_at(self, object_type: str) -> datetime:
@@ -649,6 +686,7 @@ class Daemon:
         if hooks is not None:
             await self.start_web(hooks)
             self.start_worker()
+        self.start_hooks()
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         now = self.clock()
         for spec in self.jobs():

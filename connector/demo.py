@@ -20,6 +20,7 @@ from connector.config import Settings, load_config
 from connector.daemon import Daemon, JobResult
 from connector.engine import SyncEvent
 from connector.mapping_live import create_missing, live_check
+from connector.onboarding import demo as onboarding_demo
 from connector.runtime import Runtime
 from connector.sandbox.server import SandboxServers
 from connector.store import db
@@ -118,6 +119,7 @@ async def _run(settings: Settings, servers: SandboxServers) -> int:
         click.secho("What synced:", bold=True)
         for event in _events(results):
             click.echo(_describe(event))
+        await onboarding_demo.show(rt.sessions, "grace.hopper@demo.example")
 
         before = _writes(servers)
         results = await daemon.run_once(reconcile=False)
@@ -144,6 +146,7 @@ async def run_demo(workdir: Path, run_checks: Callable[[Settings], Awaitable[int
         db_url = f"sqlite:///{workdir / 'connector.db'}"
         text = servers.config_yaml(db_url)
         text += f"sync:\n  mappings_dir: {default_mappings_dir()}\n  default_region: FR\n"
+        text += onboarding_demo.config_yaml(workdir, default_mappings_dir())
         config_path.write_text(text, encoding="utf-8")
         click.echo(f"  config   {config_path}")
         settings = load_config(config_path)

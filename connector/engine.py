@@ -171,6 +171,12 @@ def _to_plan_bases(link: ledger.LinkRecord | None) -> dict[str, planner.BaseEntr
     }
 
 
+EventsCallback = Callable[[AsyncSession, Sequence[SyncEvent], Mode], Awaitable[None]]
+"""``on_events(session, events, mode)``: called inside the transaction that records a pass's
+links, with that pass's events, so whatever it writes (the post-sync hooks' jobs) commits
+atomically with them: a crash can neither lose the events nor record them twice."""
+
+
 class SyncEngine:
     """Keeps one object type in step (generic: contacts today, companies and deals later)."""
 
@@ -186,8 +192,10 @@ class SyncEngine:
         import_threshold: int = IMPORT_THRESHOLD,
         import_poll_every: float = 2.0,
         clock: Callable[[], datetime] = utcnow,
+        on_events: EventsCallback | None = None,
     ) -> None:
         self.mapping = mapping
+        self.on_events = on_events
         self.object_type = mapping.object
         self.hubspot = hubspot
         self.brevo = brevo
@@ -253,7 +261,7 @@ class SyncEngine:
             out.counts["dry_run"] += 1
             return out
         await self._apply(pairs, mode, out)
-        await self._record(pairs, no_email, out)
+        await self._record(pairs, no_email, out, mode)
         created = [
             p.hubspot_id
             for p in pairs
@@ -755,9 +763,10 @@ class SyncEngine:
     # --- recording ---------------------------------------------------------------------------
 
     async def _record(
-        self, pairs: list[_Pair], no_email: list[tuple[str, str]], out: Outcome
+        self, pairs: list[_Pair], no_email: list[tuple[str, str]], out: Outcome, mode: Mode
     ) -> None:
         now = self.clock()
+        first_event = len(out.events)
         writes: list[ledger.PairWrite] = []
         synced: list[_Pair] = []
         dead: list[_Pair] = []
@@ -821,6 +830,8 @@ class SyncEngine:
                     attempts=1,
                     now=now,
                 )
+            if self.on_events is not None and len(out.events) > first_event:
+                await self.on_events(s, out.events[first_event:], mode)
         out.counts["linked"] += len(writes)
         out.counts["dead_lettered"] += len(dead)
 

@@ -21,6 +21,7 @@ from connector.errors import ConfigError
 from connector.hubspot.auth import DbTokenStore
 from connector.hubspot.client import HubSpotClient
 from connector.mapping import Mapping, load_mapping
+from connector.onboarding.enroll import HookEvents
 from connector.store import db
 
 #: object types the engine syncs today, in the order they run
@@ -83,6 +84,7 @@ class Runtime:
             direction=self.settings.connectors.hubspot.direction,
             import_list_ids=[lists.all_contacts] if lists.all_contacts else [],
             import_threshold=self.settings.sync.import_threshold,
+            on_events=HookEvents(self.settings, mapping),
         )
         self.mappings[object_type] = mapping
         self.engines[object_type] = engine

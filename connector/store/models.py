@@ -25,6 +25,8 @@ System = Literal["hubspot", "brevo"]
 InboxSource = Literal["hubspot", "brevo", "pull"]
 InboxStatus = Literal["pending", "processing", "done", "failed", "dead"]
 JobStatus = Literal["pending", "running", "succeeded", "failed", "dead"]
+EnrollmentSource = Literal["new", "existing"]
+EnrollmentStatus = Literal["active", "done", "skipped", "dead", "cancelled"]
 RunKind = Literal["pull", "resync", "worker", "reconcile", "test"]
 RunStatus = Literal["running", "ok", "failed", "interrupted"]
 HistoryDirection = Literal["to_brevo", "to_hubspot"]
@@ -191,10 +193,21 @@ class InboxItem(Base):
 
 
 class Job(Base):
-    """One durable, idempotent post-sync hook step; a succeeded step never runs again."""
+    """One durable, idempotent post-sync hook step; a succeeded step never runs again.
+
+    ``idempotency_key`` (``hook:contact:step``) is also the key the step hands to the outside
+    world (the e-mail's ``IdempotencyKey``, the booking's key, the note's marker), so a step
+    repeated after a crash is recognised there. ``state`` holds what a step decided before its
+    external call (the owner picked, the slot chosen, "calling"), so a repeat decides the same.
+    Claims (``claimed_by``/``claimed_until``) let several daemons share the table.
+    """
 
     __tablename__ = "jobs"
-    __table_args__ = (sa.Index(None, "status", "next_attempt_at"),)
+    __table_args__ = (
+        sa.Index(None, "status", "next_attempt_at"),
+        sa.Index(None, "hook", "hubspot_id"),
+        sa.Index(None, "enrollment_id"),
+    )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     idempotency_key: Mapped[str] = mapped_column(unique=True)
@@ -209,6 +222,58 @@ class Job(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON(none_as_null=True))
     last_error: Mapped[str | None] = mapped_column(sa.Text())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    #: The contact's HubSpot id (the subject of every hook today).
+    hubspot_id: Mapped[str | None]
+    enrollment_id: Mapped[int | None] = mapped_column(
+        BigIntPK, sa.ForeignKey("enrollments.id", ondelete="CASCADE")
+    )
+    #: The step's input (e.g. a lifecycle change's old and new stage).
+    payload: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON(none_as_null=True))
+    #: What the step decided before its external call (kept across attempts).
+    state: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON(none_as_null=True))
+    claimed_by: Mapped[str | None]
+    claimed_until: Mapped[datetime | None]
+
+
+class Enrollment(Base):
+    """A contact enrolled in a hook (onboarding): at most once per hook and HubSpot id.
+
+    ``identity_hash`` (SHA-256 of the normalised e-mail, never the address) recognises the
+    same person under a new HubSpot id (``onboarding.reenroll``, ``max_emails_per_contact``).
+    """
+
+    __tablename__ = "enrollments"
+    __table_args__ = (
+        sa.UniqueConstraint("hook", "hubspot_id"),
+        sa.Index(None, "hook", "identity_hash"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    hook: Mapped[str]
+    hubspot_id: Mapped[str]
+    brevo_id: Mapped[str | None]
+    identity_hash: Mapped[str | None]
+    #: ``new`` (a contact created after the hook was enabled) or ``existing`` (enrolled by
+    #: ``connector hooks enroll``).
+    source: Mapped[EnrollmentSource] = mapped_column(sa.String())
+    status: Mapped[EnrollmentStatus] = mapped_column(
+        sa.String(), default="active", server_default="active"
+    )
+    reason: Mapped[str | None] = mapped_column(sa.Text())
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class HookState(Base):
+    """Per hook: when it was enabled (only contacts created later enroll) and the
+    round-robin position (how many owners it assigned)."""
+
+    __tablename__ = "hook_state"
+
+    hook: Mapped[str] = mapped_column(primary_key=True)
+    enabled_at: Mapped[datetime | None]
+    sequence: Mapped[int] = mapped_column(default=0, server_default=sa.text("0"))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
@@ -328,8 +393,12 @@ __all__ = [
     "BigIntPK",
     "Cursor",
     "DeadLetter",
+    "Enrollment",
+    "EnrollmentSource",
+    "EnrollmentStatus",
     "FieldState",
     "HistoryDirection",
+    "HookState",
     "InboxItem",
     "InboxSource",
     "InboxStatus",
