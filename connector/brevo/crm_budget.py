@@ -374,12 +374,21 @@ class Budget:
 
     ``used`` holds ``(time, count)`` pairs: ``count`` calls that leave the window at
     ``time + period``. ``blocked_until``: no call before then (after a 429 or "0 remaining").
+    ``bucket``: the limiter counts calls in buckets of this many seconds (aligned on
+    multiples of it) and a call leaves the window with its whole bucket; 0 = exact times.
     """
 
     limit: int
     period: float = HOUR
     used: tuple[tuple[float, int], ...] = ()
     blocked_until: float = 0.0
+    bucket: float = 0.0
+
+    def leaves_at(self, sent: float) -> float:
+        """The time a call sent at ``sent`` counts as, for leaving the window."""
+        if self.bucket <= 0:
+            return sent
+        return sent - (sent % self.bucket) + self.bucket
 
     def __post_init__(self) -> None:
         if self.limit < 1 or self.period <= 0:
@@ -407,14 +416,17 @@ def budget_from_limiter(limiter: Limiter, now: float) -> Budget:
         for start, count in hourly._buckets  # read-only view of the window's buckets
     )
     blocked = limiter._blocked_until  # read-only, like the buckets
-    return Budget(hourly.limit, hourly.period, used, blocked if blocked > now else 0.0)
+    return Budget(
+        hourly.limit, hourly.period, used, blocked if blocked > now else 0.0, hourly.width
+    )
 
 
 def iter_call_times(calls: int, budget: Budget, now: float) -> Iterator[float]:
     """The earliest times ``calls`` calls can go out, in order, within the rolling window.
 
     A call may go out at ``x`` when fewer than ``limit`` calls lie in ``(x - period, x]``;
-    so the call ``limit`` places after another waits until that one has left the window.
+    so the call ``limit`` places after another waits until that one has left the window
+    (with its bucket, when the budget counts in buckets, as the limiter does).
     """
     start = max(now, budget.blocked_until)
     # the newest `limit` call times, sorted; a bucket's time may lie a little after `now`
@@ -429,7 +441,7 @@ def iter_call_times(calls: int, budget: Budget, now: float) -> Iterator[float]:
         at = previous
         if len(recent) >= budget.limit:
             at = max(at, recent[-budget.limit] + budget.period)
-        bisect.insort(recent, at)
+        bisect.insort(recent, budget.leaves_at(at))
         del recent[: -budget.limit]
         previous = at
         yield at
