@@ -34,7 +34,7 @@ from connector.brevo.crm_budget import (
 )
 from connector.brevo.crm_models import CrmImportRow
 from connector.config import BrevoSettings
-from connector.errors import ValidationError
+from connector.errors import ServerError, ValidationError
 from connector.ratelimit import brevo_limiters
 from connector.sandbox.brevo import DEFAULT_API_KEY, BrevoState, create_brevo_app
 
@@ -489,3 +489,25 @@ async def test_validation_error_of_a_list_is_raised(fake: FakeTime) -> None:
     async with client:
         with pytest.raises(ValidationError):
             [d async for d in crm.iter_deals(modified_since=datetime(2026, 1, 1, tzinfo=UTC))]
+
+
+async def test_a_chunk_of_creates_is_not_resent_after_a_5xx_but_updates_are(
+    fake: FakeTime,
+) -> None:
+    answers = iter([502, 200, 502])
+    sent: list[bytes] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.content)
+        status = next(answers)
+        if status == 502:
+            return httpx.Response(502, text="<html>Bad Gateway</html>")
+        return httpx.Response(200, json={"processId": 5})
+
+    crm, client = mock_crm(handler, fake)
+    async with client:
+        assert await crm.import_companies([CrmImportRow({"revenue": 1}, id="c1")]) == [5]
+        assert len(sent) == 2  # an update: sent again
+        with pytest.raises(ServerError):
+            await crm.import_companies([CrmImportRow({"name": "New Co"})])
+        assert len(sent) == 3  # a create: not resent, it may have been applied

@@ -452,11 +452,15 @@ class BrevoCrm:
         process_ids: list[int | None] = []
         for group in groups:
             body = head + b"".join(encoded[i] for i in group)
+            # Rows that name their record are safe to send twice; a row that creates one is
+            # not (no key to match it by), so such a chunk is not resent after a 5xx or a
+            # timeout: the next sync pass finds the record missing, or created, and acts.
+            updates_only = all(rows[i].id is not None for i in group)
             data = await self._call(
                 f"import_{kind}s",
                 _ENDPOINTS[kind]["import"],
                 functools.partial(send, file=(filename, body, "text/csv"), mapping=mapping),
-                idempotent=True,  # rows name their record or create one once per retry at worst
+                idempotent=updates_only,
             )
             pid = _process_id(data)
             if pid is None:
@@ -478,8 +482,9 @@ class BrevoCrm:
 
         Rows with an ``id`` update that company (``company_id`` column); the others create
         one. ``unset_empty``: an empty cell clears the attribute (pass complete rows then).
-        A create retried after a lost answer may create the company twice: read back by a
-        key attribute (e.g. the HubSpot id) before writing again.
+        A request holding creates is not resent after a 5xx or a timeout (it may have been
+        applied, and a second one would duplicate): read back by a key attribute (e.g. the
+        HubSpot id) before writing again.
         """
         return await self._import(
             "company", rows, update_existing=update_existing, unset_empty=unset_empty
