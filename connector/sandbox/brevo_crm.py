@@ -44,6 +44,41 @@ class CrmRecord:
     modified_at: datetime
 
 
+def _attr(name: str, label: str, kind: str, required: bool = False) -> JSONDict:
+    return {
+        "internalName": name,
+        "label": label,
+        "attributeTypeName": kind,
+        "attributeOptions": [],
+        "isRequired": required,
+    }
+
+
+# Default attributes of a new account (help.brevo.com "default company / deal attributes");
+# SPEC24 ``CompanyAttributes`` / ``DealAttributes`` give the shape.
+COMPANY_ATTRIBUTES: tuple[JSONDict, ...] = (
+    _attr("name", "Company name", "text", True),
+    _attr("owner", "Company owner", "user"),
+    _attr("domain", "Domain", "text"),
+    _attr("industry", "Industry", "text"),
+    _attr("phone_number", "Phone", "number"),
+    _attr("number_of_employees", "Number of employees", "number"),
+    _attr("revenue", "Revenue", "number"),
+    _attr("created_at", "Created at", "date"),
+    _attr("last_updated_at", "Last updated at", "date"),
+)
+DEAL_ATTRIBUTES: tuple[JSONDict, ...] = (
+    _attr("deal_name", "Deal name", "text", True),
+    _attr("deal_owner", "Deal owner", "user"),
+    _attr("amount", "Amount", "number"),
+    _attr("pipeline", "Pipeline", "pipeline"),
+    _attr("deal_stage", "Deal stage", "stage"),
+    _attr("close_date", "Close date", "date"),
+    _attr("created_at", "Created at", "date"),
+    _attr("last_updated_at", "Last updated at", "date"),
+)
+
+
 @dataclass
 class CrmStore:
     """Companies, deals and the default sales pipeline."""
@@ -51,6 +86,12 @@ class CrmStore:
     clock: Callable[[], datetime]
     companies: dict[str, CrmRecord] = field(default_factory=dict)
     deals: dict[str, CrmRecord] = field(default_factory=dict)
+    attribute_defs: dict[str, list[JSONDict]] = field(
+        default_factory=lambda: {
+            "company": [dict(a) for a in COMPANY_ATTRIBUTES],
+            "deal": [dict(a) for a in DEAL_ATTRIBUTES],
+        }
+    )
     _counter: int = 0
 
     def __post_init__(self) -> None:
@@ -284,8 +325,9 @@ async def link_company(request: Request) -> Response:
 async def import_companies(request: Request) -> Response:
     """``POST /companies/import`` (multipart ``file`` CSV + ``mapping`` JSON) → ``{processId}``.
 
-    Rows with an ``id`` column naming an existing company update it when
-    ``mapping.update_existing_records`` is true; other rows create companies (``name`` needed).
+    Rows with a ``company_id`` (SPEC24; ``id`` is read too) naming an existing company update
+    it when ``mapping.update_existing_records`` is true; other rows create companies (``name``
+    needed).
     """
     state = state_of(request)
     fields = await read_multipart(request)
@@ -308,7 +350,8 @@ async def import_companies(request: Request) -> Response:
     unset = bool(mapping.get("unset_empty_attributes"))
     for row in reader:
         values = {str(k).strip(): (v or "").strip() for k, v in row.items() if k}
-        rid = values.pop("id", "")
+        rid = values.pop("company_id", "") or values.pop("id", "")
+        values.pop("id", None)
         existing = state.crm.companies.get(rid) if rid else None
         attrs = {k: v for k, v in values.items() if v or unset}
         if existing is not None and mapping.get("update_existing_records", True):
@@ -422,6 +465,101 @@ async def link_deal(request: Request) -> Response:
     return no_content()
 
 
+def _coerce(value: str, kind: str | None) -> Any:
+    """A CSV cell as the attribute's type stores it (numbers and booleans typed)."""
+    if kind == "number":
+        try:
+            number = float(value)
+        except ValueError:
+            raise bad(f"{value!r} is not a number") from None
+        return int(number) if number.is_integer() else number
+    if kind == "boolean":
+        if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise bad(f"{value!r} is not a boolean")
+        return value.lower() in ("true", "1", "yes")
+    return value
+
+
+async def _read_import(request: Request) -> tuple[JSONDict, list[dict[str, str]]]:
+    """The ``mapping`` options and the CSV rows of a CRM import (``;``, ``,`` or tab)."""
+    fields = await read_multipart(request)
+    if "file" not in fields:
+        raise BrevoError(400, "missing_parameter", "file is required")
+    mapping: JSONDict = {}
+    if "mapping" in fields:
+        try:
+            loaded = json.loads(fields["mapping"])
+        except json.JSONDecodeError:
+            raise bad("mapping must be JSON") from None
+        if not isinstance(loaded, dict):
+            raise bad("mapping must be a JSON object")
+        mapping = loaded
+    text = fields["file"].decode("utf-8-sig")
+    first = text.split("\n", 1)[0]
+    delimiter = ";" if ";" in first else "\t" if "\t" in first else ","
+    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
+    rows = [{str(k).strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    return mapping, rows
+
+
+@handles_errors
+async def import_deals(request: Request) -> Response:
+    """``POST /crm/deals/import`` (multipart ``file`` CSV + ``mapping`` JSON) → ``{processId}``.
+
+    A row whose ``deal_id`` (``id`` is read too) names an existing deal updates it when
+    ``mapping.update_existing_records`` (default true); other rows create deals (``deal_name``
+    needed; ``pipeline``/``deal_stage`` default to the first pipeline's first stage). Empty
+    cells are left alone unless ``unset_empty_attributes``. A row Brevo would refuse (unknown
+    stage, a number that is not one) is counted ``invalid`` and the others still import.
+    """
+    state = state_of(request)
+    mapping, rows = await _read_import(request)
+    types = {a["internalName"]: a["attributeTypeName"] for a in state.crm.attribute_defs["deal"]}
+    proc = state.new_process("IMPORT_DEALS")
+    stats = {"created": 0, "updated": 0, "invalid": 0}
+    unset = bool(mapping.get("unset_empty_attributes"))
+    update = bool(mapping.get("update_existing_records", True))
+    for values in rows:
+        rid = values.pop("deal_id", "") or values.pop("id", "")
+        values.pop("id", None)
+        existing = state.crm.deals.get(rid) if rid else None
+        try:
+            attrs = {k: _coerce(v, types.get(k)) for k, v in values.items() if v}
+            if existing is not None and update:
+                merged = {**existing.attributes, **attrs}
+                if unset:
+                    for k, v in values.items():
+                        if not v:
+                            merged.pop(k, None)
+                state.crm.check_stage(merged)
+                existing.attributes = merged
+                state.crm.touch(existing)
+                stats["updated"] += 1
+            elif attrs.get("deal_name"):
+                name = str(attrs.pop("deal_name"))
+                state.crm.create("deal", name, attrs)
+                stats["created"] += 1
+            else:
+                stats["invalid"] += 1
+        except BrevoError as err:
+            proc.errors.append(err.message)
+            stats["invalid"] += 1
+    proc.stats, proc.status = stats, "completed"
+    return json_ok({"processId": proc.id})
+
+
+@handles_errors
+async def company_attributes(request: Request) -> Response:
+    """``GET /crm/attributes/companies`` (SDK 5.1.0) and ``GET /companies/attributes`` (SPEC24)."""
+    return json_ok(state_of(request).crm.attribute_defs["company"])
+
+
+@handles_errors
+async def deal_attributes(request: Request) -> Response:
+    """``GET /crm/attributes/deals``."""
+    return json_ok(state_of(request).crm.attribute_defs["deal"])
+
+
 @handles_errors
 async def pipelines_all(request: Request) -> Response:
     return json_ok(state_of(request).crm.pipelines())
@@ -445,12 +583,16 @@ ROUTES = [
     Route("/companies", create_company, methods=["POST"]),
     Route("/companies/import", import_companies, methods=["POST"]),
     Route("/companies/link-unlink/{id}", link_company, methods=["PATCH"]),
+    Route("/companies/attributes", company_attributes, methods=["GET"]),
+    Route("/crm/attributes/companies", company_attributes, methods=["GET"]),
+    Route("/crm/attributes/deals", deal_attributes, methods=["GET"]),
     Route("/companies/{id}", get_company, methods=["GET"]),
     Route("/companies/{id}", patch_company, methods=["PATCH"]),
     Route("/companies/{id}", delete_company, methods=["DELETE"]),
     Route("/crm/deals", list_deals, methods=["GET"]),
     Route("/crm/deals", create_deal, methods=["POST"]),
     Route("/crm/deals/link-unlink/{id}", link_deal, methods=["PATCH"]),
+    Route("/crm/deals/import", import_deals, methods=["POST"]),
     Route("/crm/deals/{id}", get_deal, methods=["GET"]),
     Route("/crm/deals/{id}", patch_deal, methods=["PATCH"]),
     Route("/crm/deals/{id}", delete_deal, methods=["DELETE"]),

@@ -272,16 +272,16 @@ def crm_endpoint(
     return endpoint
 
 
-def batch_inputs(body: dict[str, Any]) -> list[dict[str, Any]]:
+def batch_inputs(body: dict[str, Any], maximum: int = BATCH_MAX) -> list[dict[str, Any]]:
     inputs = body.get("inputs")
     if not isinstance(inputs, list) or not all(isinstance(i, dict) for i in inputs):
         raise ApiError(400, "VALIDATION_ERROR", "inputs is required and must be a list of objects")
-    if len(inputs) > BATCH_MAX:
+    if len(inputs) > maximum:
         raise ApiError(
             400,
             "VALIDATION_ERROR",
-            f"Batch input size of {len(inputs)} exceeds the maximum of {BATCH_MAX}",
-            context={"maxInputs": [str(BATCH_MAX)], "inputs": [str(len(inputs))]},
+            f"Batch input size of {len(inputs)} exceeds the maximum of {maximum}",
+            context={"maxInputs": [str(maximum)], "inputs": [str(len(inputs))]},
         )
     return inputs
 
