@@ -84,6 +84,9 @@ class Runtime:
             import_list_ids=[lists.all_contacts] if lists.all_contacts else [],
             import_threshold=self.settings.sync.import_threshold,
         )
+        from connector.events import attach  # events imports the engine module
+
+        attach(engine, self.settings)  # deletions, merges, opt-outs (DESIGN §5)
         self.mappings[object_type] = mapping
         self.engines[object_type] = engine
         return engine
