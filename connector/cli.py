@@ -229,6 +229,19 @@ def mappings_check(ctx: click.Context, create_missing: bool, offline: bool) -> N
 # --- resync ------------------------------------------------------------------------------
 
 
+_FORCE_HELP = (
+    "Carry out deletions even past the mass-delete guard (more than sync.max_delete_share of "
+    "the linked records deleted in one pass)."
+)
+
+
+def _force_deletions(engine: Any, rt: Any, force: bool) -> None:
+    """``--force``: let this engine's deletions past the mass-delete guard."""
+    from connector.events import attach
+
+    attach(engine, rt.settings).force = force
+
+
 def _parse_since(value: str | None) -> datetime | None:
     if value is None:
         return None
@@ -247,6 +260,7 @@ async def _resync(
     direction: str | None,
     since: datetime | None,
     dry_run: bool,
+    force: bool = False,
 ) -> int:
     from rich.console import Console
 
@@ -274,6 +288,7 @@ async def _resync(
             )
         for object_type in objects or list(rt.engines):
             engine = rt.engines[object_type]
+            _force_deletions(engine, rt, force)
             if direction:
                 engine.direction = direction  # type: ignore[assignment]
             started = time.monotonic()
@@ -309,6 +324,7 @@ async def _resync(
 @click.option("--since", default=None, help="Only records modified since this date (UTC).")
 @click.option("--dry-run", is_flag=True, help="Show the plan; write nothing.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--force", is_flag=True, help=_FORCE_HELP)
 @click.pass_context
 def resync_cmd(
     ctx: click.Context,
@@ -317,6 +333,7 @@ def resync_cmd(
     since: str | None,
     dry_run: bool,
     yes: bool,
+    force: bool,
 ) -> None:
     """Full sync: stream every record of both sides, write only the differences."""
     settings = _settings(ctx)
@@ -325,7 +342,7 @@ def resync_cmd(
         if not sys.stdin.isatty():
             _fail("resync writes to both accounts: add --yes (or try --dry-run first)", 2)
         click.confirm("Resync writes to both HubSpot and Brevo. Continue?", abort=True)
-    sys.exit(asyncio.run(_resync(settings, wanted, direction, _parse_since(since), dry_run)))
+    sys.exit(asyncio.run(_resync(settings, wanted, direction, _parse_since(since), dry_run, force)))
 
 
 # --- run (the daemon) --------------------------------------------------------------------
@@ -343,12 +360,16 @@ def _job_line(result: Any) -> str:
     return scrub(text)
 
 
-async def _run_daemon(settings: Settings, once: bool) -> int:
+async def _run_daemon(settings: Settings, once: bool, force: bool = False) -> int:
     from connector.daemon import Daemon
     from connector.runtime import Runtime
 
     async with Runtime.open(settings) as rt:
         daemon = Daemon(rt)
+        if force:  # pulls, reconciliation and the inbox worker alike
+            for engine in rt.engines.values():
+                _force_deletions(engine, rt, True)
+            daemon.worker.force = True
         daemon.install_signal_handlers()
         try:
             await daemon.prepare()
@@ -385,11 +406,14 @@ def _inbox_line(result: Any) -> str:
 @click.option(
     "--once", is_flag=True, help="Run one cycle of every job and one inbox pass, then exit."
 )
+@click.option("--force", is_flag=True, help=_FORCE_HELP + " Only with --once.")
 @click.pass_context
-def run_cmd(ctx: click.Context, once: bool) -> None:
+def run_cmd(ctx: click.Context, once: bool, force: bool) -> None:
     """The daemon: incremental pulls every poll_interval, reconciliation every
     reconcile_interval and, with a webhooks: section, the webhook intake and its inbox
     worker, until SIGTERM (which finishes the batch in flight and exits 0)."""
+    if force and not once:
+        raise click.UsageError("--force is for one supervised cycle: use it with --once")
     settings = _settings(ctx)
     fmt = settings.logging.format
     configure_logging(
@@ -397,7 +421,7 @@ def run_cmd(ctx: click.Context, once: bool) -> None:
         fmt="json" if fmt == "auto" else fmt,
         log_emails=settings.logging.log_emails,
     )
-    sys.exit(asyncio.run(_run_daemon(settings, once)))
+    sys.exit(asyncio.run(_run_daemon(settings, once, force)))
 
 
 # --- status, explain ---------------------------------------------------------------------

@@ -118,6 +118,10 @@ class BrevoSettings(_Section):
     enabled: bool = True
     base_url: str = "https://api.brevo.com/v3"
     api_key: SecretStr | None = None
+    api_key_name: str | None = None
+    """the name given to ``api_key`` in Brevo (SMTP & API → API keys). Brevo's contact webhooks
+    carry the name of the key that made a change (``api_key_name``): with it set, our own
+    writes coming back are recognised without a read (an extra hint beside the ledger)"""
     plan: Literal["general", "advanced"] = "general"
     timeout_seconds: float = Field(default=30.0, gt=0)
     max_retries: int = Field(default=6, ge=0, le=20)

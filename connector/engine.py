@@ -102,6 +102,19 @@ class SyncEvent:
     new: str | None = None
 
 
+@dataclass(frozen=True)
+class GoneLink:
+    """A linked pair one of whose records vanished (``side``: ``hubspot``, ``brevo``, ``both``).
+
+    The engine only collects them: what a vanished record means (a deletion to carry to the
+    other side, under the mass-delete guard) is :mod:`connector.events`' job, run once per pass
+    through :meth:`SyncEngine.settle_gone`.
+    """
+
+    link: ledger.LinkRecord
+    side: Literal["hubspot", "brevo", "both"]
+
+
 @dataclass
 class Outcome:
     """What one pass did: counters, the plans (for a dry run), the events, the failures."""
@@ -110,6 +123,15 @@ class Outcome:
     summary: planner.PlanSummary = field(default_factory=planner.PlanSummary)
     events: list[SyncEvent] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    gone: list[GoneLink] = field(default_factory=list)
+    """linked pairs whose record vanished, not handled yet (see :class:`GoneLink`)"""
+
+
+class GoneHandler(Protocol):
+    """What carries vanished linked records to the other side (:mod:`connector.events`)."""
+
+    async def settle_gone(self, out: Outcome, *, dry_run: bool = False) -> None:
+        """Handle ``out.gone`` (and empty it), under the mass-delete guard."""
 
 
 @dataclass
@@ -210,6 +232,16 @@ class SyncEngine:
         self.hs_props = [*mapping.hubspot_properties(), last_modified_property(self.object_type)]
         self.modified_prop = last_modified_property(self.object_type)
         self.api_source = ApiBrevoSource(brevo)
+        #: Handles the pairs whose linked record vanished (set by the runtime); without one
+        #: they are only skipped and counted (``linked_record_gone``).
+        self.deletions: GoneHandler | None = None
+
+    async def settle_gone(self, out: Outcome, *, dry_run: bool = False) -> None:
+        """End of a pass (a pull, a resync, a worker batch): hand the vanished linked records
+        collected in ``out.gone`` to :attr:`deletions`, which applies the deletion policy
+        under the mass-delete guard over the whole pass."""
+        if self.deletions is not None and out.gone:
+            await self.deletions.settle_gone(out, dry_run=dry_run)
 
     # --- the pass ----------------------------------------------------------------------------
 
@@ -415,14 +447,28 @@ class SyncEngine:
                 )
                 if rec is None and linked
             ]
-            if gone:
-                p.plan = planner.PairPlan(
-                    kind="skip",
-                    hubspot_id=p.link.hubspot_id,
-                    brevo_id=p.link.brevo_id,
-                    reason=f"linked record no longer in {' and '.join(gone)} (deleted or merged)",
-                )
+            if not gone:
+                continue
+            handled = p.link.marker(ledger.DELETED_MARKER)
+            if handled is not None:
+                # a deletion already carried over (or ignored) by the event semantics: the
+                # link stays so that the pair is never recreated from the side that is left
+                side = "HubSpot" if handled.origin == "hubspot" else "Brevo"
+                reason = f"deleted in {side}: not synced (the deletion was handled)"
+                out.counts["deleted_kept"] += 1
+            else:
+                reason = f"linked record no longer in {' and '.join(gone)} (deleted or merged)"
                 out.counts["linked_record_gone"] += 1
+                which: Literal["hubspot", "brevo", "both"] = (
+                    "both" if len(gone) == 2 else "hubspot" if gone[0] == "HubSpot" else "brevo"
+                )
+                out.gone.append(GoneLink(p.link, which))
+            p.plan = planner.PairPlan(
+                kind="skip",
+                hubspot_id=p.link.hubspot_id,
+                brevo_id=p.link.brevo_id,
+                reason=reason,
+            )
 
     async def _claim_found(
         self,

@@ -163,12 +163,25 @@ class FieldMapping(_Strict):
         return FieldRule(direction=self.direction, conflict=self.conflict)
 
 
+class OptOutRules(_Strict):
+    """``optout:`` — what happens to a Brevo opt-out (unsubscribe, hard bounce, spam complaint).
+
+    The opt-out itself always reaches HubSpot (``sync.optout.*`` properties) and is never
+    synced back over; ``resubscribe`` says whether a resubscription in Brevo (the contact no
+    longer blocklisted) clears the HubSpot mark too. Off by default: a resubscription must be
+    the person's own choice, which only the marketer can vouch for.
+    """
+
+    resubscribe: bool = False
+
+
 class MappingFile(_Strict):
     """A whole mapping file."""
 
     object: str = Field(min_length=1)
     description: str | None = None
     identity: Identity | None = None
+    optout: OptOutRules = OptOutRules()
     fields: list[FieldMapping] = Field(min_length=1)
 
 
@@ -178,6 +191,7 @@ class _Header(_Strict):
     object: str = Field(min_length=1)
     description: str | None = None
     identity: Identity | None = None
+    optout: OptOutRules = OptOutRules()
     fields: list[Any] = Field(min_length=1)
 
 
@@ -321,6 +335,11 @@ class Mapping:
     def identity(self) -> Identity | None:
         """The identity fields, if the object has one."""
         return self.spec.identity
+
+    @property
+    def resubscribe(self) -> bool:
+        """Whether a Brevo resubscription clears the HubSpot opt-out (``optout.resubscribe``)."""
+        return self.spec.optout.resubscribe
 
     @property
     def identity_field(self) -> str | None:
@@ -537,6 +556,7 @@ def check_mapping_text(
         object=header.object,
         description=header.description,
         identity=_identity_of(data),
+        optout=header.optout,
         fields=[c.spec for c in compiled],
     )
     warnings = list(checker.problems)

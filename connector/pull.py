@@ -69,8 +69,12 @@ class Puller:
             return await self._initial(run_start)
         since, until = cursors.window(cursor, self.lookback, run_start)
         if system == "hubspot":
-            return await self._pull_hubspot(cursor, since, until, stop)
-        return await self._pull_brevo(cursor, since, until, stop)
+            out = await self._pull_hubspot(cursor, since, until, stop)
+        else:
+            out = await self._pull_brevo(cursor, since, until, stop)
+        # linked records found vanished: carried over once per pull, under the delete guard
+        await self.engine.settle_gone(out)
+        return out
 
     async def _initial(self, run_start: datetime) -> Outcome:
         """Never pulled: a full resync, then both cursors start at its start."""

@@ -115,6 +115,9 @@ async def resync(
         await _hubspot_pages(engine, cp, since, source, engine_mode, dry_run, progress, out)
     if cp.phase == "brevo":
         await _brevo_rest(engine, cp, source, engine_mode, dry_run, progress, out)
+    # linked records that vanished: carried over once for the whole resync, so the mass-delete
+    # guard weighs them all together (a dry run only counts them: ``deletions_planned``)
+    await engine.settle_gone(out, dry_run=dry_run)
     async with engine.sessions() as s, s.begin():
         await stage.clear(s, obj)
     return out

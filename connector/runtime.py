@@ -86,6 +86,9 @@ class Runtime:
             import_threshold=self.settings.sync.import_threshold,
             on_events=HookEvents(self.settings, mapping),
         )
+        from connector.events import attach  # events imports the engine module
+
+        attach(engine, self.settings)  # deletions, merges, opt-outs (DESIGN §5)
         self.mappings[object_type] = mapping
         self.engines[object_type] = engine
         return engine

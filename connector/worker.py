@@ -2,31 +2,31 @@
 
 Webhooks only mark records dirty (DESIGN §2): :meth:`InboxWorker.run_once` claims up to
 ``batch`` due inbox items (:func:`connector.store.inbox.claim`), groups them per object type,
-coalesces them per record — a hundred events for one contact make one read — and hands each
-object type's records to ONE :meth:`SyncEngine.sync` (``mode="incremental"``), which reads the
-current state of both sides in batches. What the items name:
+coalesces them per record — a hundred events for one contact make one read — and, per object
+type, first carries out the events that mean more than "read me"
+(:meth:`connector.events.EventSemantics.apply`: deletions, merges, privacy deletions, restores,
+opt-outs, and our own writes recognised by their echo hints), then hands the records left to
+ONE :meth:`SyncEngine.sync` (``mode="incremental"``), which reads the current state of both
+sides in batches. What the items name:
 
 ========================  ==============================================================
-HubSpot event             ``object_id`` → ``hubspot_ids`` (a merge: its surviving id too)
+HubSpot event             ``object_id`` → ``hubspot_ids`` (a merge: its surviving id; a
+                          deletion or privacy deletion: no read)
 Brevo event               ``object_id`` (e-mail) → ``brevo_emails``; a numeric one → ``brevo_ids``
+                          (``contactDeleted``: no read; campaign engagement: nothing)
 pull dirty key            ``object_id`` → the ids of ``payload["system"]``
 ========================  ==============================================================
 
 Outcomes per object type: the pass ran (its per-record failures are the engine's dead letters)
-→ the items are ``done``; the pass raised → each item is retried with exponential backoff and
-ends ``dead`` after ``max_attempts`` (visible in the ``runs`` record of the pass and in the
-``inbox`` table); the object type is busy (its lease is held by a pull or another daemon) →
-the items are released untried and claimed again later; no engine for the object type →
-``done``, counted as ignored.
-
-TODO(DESIGN §5, deletes/merges/privacy): a ``*.deletion``, ``*.privacyDeletion`` or Brevo
-``contactDeleted`` event is completed without a read today (the engine already treats a pair
-whose linked record vanished as "linked record gone" and skips it); the configured
-``delete | blocklist | ignore`` in Brevo, moving a merged contact's link to the surviving id
-and merging the Brevo duplicate away, the GDPR purge on both sides and in the store, and
-"a Brevo unsubscribe / hard bounce always reaches HubSpot and is never overwritten back"
-are the next step. Merges read the surviving record; unsubscribes and bounces read the
-contact like any change.
+→ the items are ``done``; an event whose semantics failed, or that the mass-delete guard held
+back (``sync.max_delete_share``; the refusal is logged and recorded as a failed ``worker``
+run), is retried with backoff — :attr:`InboxWorker.force` (``run --once --force``) lets held
+deletions through and makes them due at once; the pass raised → each item is retried with
+exponential backoff and ends ``dead`` after ``max_attempts`` (visible in the ``runs`` record of
+the pass and in the ``inbox`` table); the object type is busy (its lease is held by a pull or
+another daemon) → the items are released untried and claimed again later; no engine for the
+object type → ``done``, counted as ignored. Linked records the pass finds vanished are handed
+to the same semantics at its end (:meth:`SyncEngine.settle_gone`).
 
 :meth:`InboxWorker.run` loops until its stop event; when a pass found nothing it sleeps
 ``idle_wait`` seconds, which is the coalescing window: events for one record that arrive
@@ -47,9 +47,10 @@ from typing import TYPE_CHECKING, Literal
 
 import structlog
 
-from connector.brevo.webhooks import event_name
+from connector import events
 from connector.engine import Outcome, SyncEngine
 from connector.errors import ConnectorError, scrub
+from connector.events import BREVO_KINDS, HUBSPOT_KINDS, EventKind, EventsResult, event_kind
 from connector.store import inbox, runs
 from connector.store.inbox import InboxItem
 from connector.store.models import utcnow
@@ -59,33 +60,12 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-EventKind = Literal["change", "merge", "delete", "privacy", "none"]
-"""What an event means for its record: read it (``change``, ``merge``), deletion semantics
-(``delete``, ``privacy``: DESIGN §5, not yet), or nothing to read (``none``)."""
-
 LeaseGuard = Callable[[str], AbstractAsyncContextManager[None]]
 """``guard(object_type)``: held around each engine pass; raises :class:`ObjectBusy` when the
 object type's lease is taken (the daemon passes its ``sync:{object_type}`` lease)."""
 
-#: HubSpot event actions (``contact.<action>``) that are not a plain change.
-HUBSPOT_KINDS: dict[str, EventKind] = {
-    "deletion": "delete",
-    "privacyDeletion": "privacy",
-    "merge": "merge",
-}
-#: Brevo events (camelCase) that are not a plain change of the contact.
-BREVO_KINDS: dict[str, EventKind] = {
-    "contactDeleted": "delete",
-    # campaign engagement: nothing in the contact changed
-    "delivered": "none",
-    "opened": "none",
-    "uniqueOpened": "none",
-    "proxyOpen": "none",
-    "click": "none",
-    "softBounce": "none",
-    "deferred": "none",
-    "request": "none",
-}
+#: Kinds whose record is read by the engine pass (after their semantics).
+READ_KINDS: frozenset[EventKind] = frozenset({"change", "merge", "restore", "optout"})
 
 
 def exponential_backoff(
@@ -97,17 +77,6 @@ def exponential_backoff(
         return min(base * (1 << min(max(attempts - 1, 0), 30)), cap)
 
     return delay
-
-
-def event_kind(item: InboxItem) -> EventKind:
-    """What one inbox item means for its record (see :data:`EventKind`)."""
-    if item.source == "hubspot":
-        action = item.event_type.partition(".")[2]
-        return HUBSPOT_KINDS.get(action, "change")
-    if item.source == "brevo":
-        # the intake stores camelCase; older rows may hold Brevo's snake_case spelling
-        return BREVO_KINDS.get(event_name(item.event_type), "change")
-    return "change"  # a pull's dirty key
 
 
 class ObjectBusy(ConnectorError):
@@ -139,15 +108,13 @@ class ObjectBatch:
         self.items.append(item)
         kind = event_kind(item)
         self.kinds[kind] += 1
-        if kind not in ("change", "merge"):
+        if kind not in READ_KINDS:
             return
         if item.system == "hubspot":
-            self.hubspot_ids[item.object_id] = None
-            if kind == "merge":
-                for key in ("newObjectId", "primaryObjectId"):
-                    survivor = item.payload.get(key)
-                    if isinstance(survivor, int | str) and str(survivor).isdigit():
-                        self.hubspot_ids[str(survivor)] = None
+            if kind == "merge":  # the merged-away ids are gone: read the survivor
+                self.hubspot_ids[events.merge_ids(item)[0]] = None
+            else:
+                self.hubspot_ids[item.object_id] = None
         elif "@" in item.object_id:
             self.brevo_emails[item.object_id.strip().lower()] = None
         else:
@@ -178,7 +145,11 @@ class WorkerResult:
     ignored: int = 0
     """completed without a read: no engine for their object type, or nothing to read"""
     deletions: int = 0
-    """deletion / privacy events completed without a read (their semantics: DESIGN §5)"""
+    """deletion / privacy events handled without a read (:mod:`connector.events`)"""
+    echoes: int = 0
+    """events completed without a read: our own writes, by their echo hints and the ledger"""
+    held: int = 0
+    """deletion events the mass-delete guard held back (failed, to be retried or forced)"""
     released: int = 0
     """handed back untried (lease busy, stopping)"""
     retried: int = 0
@@ -189,12 +160,14 @@ class WorkerResult:
     """the engine passes' counts, summed"""
     error: str | None = None
     """why the whole pass broke (the inbox could not be read or settled), if it did"""
+    refused: list[str] = field(default_factory=list)
+    """the mass-delete guard's refusals"""
 
     @property
     def failed(self) -> bool:
-        """Whether something raised: an engine pass (its events wait for a retry, or are
-        dead) or the worker itself (:attr:`error`)."""
-        return bool(self.retried or self.dead or self.error)
+        """Whether something raised or was refused: an engine pass or an event's semantics
+        (its events wait for a retry, or are dead) or the worker itself (:attr:`error`)."""
+        return bool(self.retried or self.dead or self.error or self.held)
 
     def summary(self) -> dict[str, int]:
         """The worker's own counters (the engine's are in :attr:`counts`)."""
@@ -205,6 +178,8 @@ class WorkerResult:
             "completed": self.completed,
             "ignored": self.ignored,
             "deletions": self.deletions,
+            "echoes": self.echoes,
+            "held": self.held,
             "released": self.released,
             "retried": self.retried,
             "dead": self.dead,
@@ -245,6 +220,9 @@ class InboxWorker:
         self.guard = guard
         self.record_runs = record_runs
         self.clock = clock
+        self.settings = runtime.settings
+        #: ``--force``: deletions past the mass-delete guard (``sync.max_delete_share``)
+        self.force = False
         self.log = log.bind(worker=worker_id)
 
     # --- one pass ---------------------------------------------------------------------------
@@ -256,6 +234,9 @@ class InboxWorker:
         when this is cancelled are released too (their attempt not counted).
         """
         started = time.perf_counter()
+        if self.force:  # the events the guard held back are due now
+            async with self.sessions() as s, s.begin():
+                await inbox.retry_now(s, error_prefix=events.GUARD_PREFIX, now=self.clock())
         async with self.sessions() as s, s.begin():
             items = await inbox.claim(
                 s, worker=self.worker_id, limit=self.batch, lease=self.lease, now=self.clock()
@@ -290,19 +271,12 @@ class InboxWorker:
             result.ignored += len(ids)
             await self._complete(ids, result)
             return
-        # TODO(DESIGN §5): deletion / privacy semantics; until then they need no read.
-        deletions = batch.kinds["delete"] + batch.kinds["privacy"]
-        if not batch.records:
-            result.deletions += deletions
-            result.ignored += batch.kinds["none"]
-            await self._complete(ids, result)
-            return
         try:
             if self.guard is None:
-                outcome = await self._pass(engine, batch)
+                handled, rest, outcome = await self._handle(engine, batch)
             else:
                 async with self.guard(batch.object_type):
-                    outcome = await self._pass(engine, batch)
+                    handled, rest, outcome = await self._handle(engine, batch)
         except ObjectBusy as busy:
             self.log.info("worker.busy", object_type=batch.object_type, reason=str(busy))
             result.busy.append(batch.object_type)
@@ -314,13 +288,53 @@ class InboxWorker:
             result.failures.append(f"{batch.object_type}: {error}")
             await self._fail(batch.items, error, result)
             return
-        result.passes += 1
-        result.records += batch.records
-        result.deletions += deletions
+        result.counts.update(handled.counts)
+        result.echoes += len(handled.echoes)
+        result.held += len(handled.held)
+        if handled.refused:
+            result.refused.append(handled.refused)
+        retry = {**handled.failed, **handled.held}
+        deletions = [i for i in batch.items if event_kind(i) in ("delete", "privacy")]
+        result.deletions += sum(1 for i in deletions if i.id not in retry)
         result.ignored += batch.kinds["none"]
-        result.counts.update(outcome.counts)
-        result.failures += outcome.failures
-        await self._complete(ids, result)
+        if outcome is not None:
+            result.passes += 1
+            result.records += rest.records
+            result.counts.update(outcome.counts)
+            result.failures += outcome.failures
+        by_error: dict[str, list[InboxItem]] = {}
+        for item in batch.items:
+            if item.id in retry:
+                by_error.setdefault(retry[item.id], []).append(item)
+        for error, items in by_error.items():
+            await self._fail(items, error, result)
+        await self._complete([i for i in ids if i not in retry], result)
+
+    async def _handle(
+        self, engine: SyncEngine, batch: ObjectBatch
+    ) -> tuple[EventsResult, ObjectBatch, Outcome | None]:
+        """The events' semantics, then one engine pass over the records left to read."""
+        semantics = events.attach(engine, self.settings)
+        semantics.force = self.force
+        handled = await semantics.apply(batch.items)
+        if handled.refused is not None and self.record_runs:
+            await self._record_refusal(batch, handled)
+        settled = handled.settled()
+        rest = ObjectBatch(batch.object_type)
+        for item in batch.items:
+            if item.id not in settled:
+                rest.add(item)
+        for hubspot_id in handled.read_hubspot:
+            rest.hubspot_ids[hubspot_id] = None
+        outcome = await self._pass(engine, rest) if rest.records else None
+        return handled, rest, outcome
+
+    async def _record_refusal(self, batch: ObjectBatch, handled: EventsResult) -> None:
+        """The guard refused this batch's deletions: a failed ``worker`` run says so."""
+        counts = {"events": len(batch.items), "held": len(handled.held)}
+        async with self.sessions() as s, s.begin():
+            run_id = await runs.start_run(s, "worker", None, batch.object_type, self.clock())
+        await self._finish(run_id, "failed", counts, handled.refused)
 
     async def _pass(self, engine: SyncEngine, batch: ObjectBatch) -> Outcome:
         """The engine pass of one object type, recorded as a ``worker`` run."""
@@ -335,6 +349,7 @@ class InboxWorker:
                 brevo_emails=list(batch.brevo_emails),
                 mode="incremental",
             )
+            await engine.settle_gone(out)
         except BaseException as exc:
             if run_id is not None:
                 status: Literal["failed", "interrupted"] = (
@@ -430,6 +445,7 @@ class InboxWorker:
 __all__ = [
     "BREVO_KINDS",
     "HUBSPOT_KINDS",
+    "READ_KINDS",
     "EventKind",
     "InboxWorker",
     "LeaseGuard",

@@ -174,7 +174,7 @@ def test_coalesce_groups_per_object_type_and_record() -> None:
     assert list(contacts.hubspot_ids) == ["5", "9"]  # the deleted 8 and the merged 6: no read
     assert list(contacts.brevo_emails) == ["a@x.io"] and list(contacts.brevo_ids) == ["77"]
     assert contacts.records == 4 and len(contacts.items) == 8
-    assert contacts.kinds == {"change": 5, "delete": 1, "merge": 1, "none": 1}
+    assert contacts.kinds == {"change": 4, "optout": 1, "delete": 1, "merge": 1, "none": 1}
     assert list(batches["companies"].hubspot_ids) == ["3"]
     backoff = exponential_backoff(timedelta(seconds=10), timedelta(seconds=60))
     assert [backoff(n).total_seconds() for n in (1, 2, 3, 4, 99)] == [10, 20, 40, 60, 60]

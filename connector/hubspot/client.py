@@ -636,8 +636,13 @@ class HubSpotClient:
         ids: Iterable[str],
         properties: Sequence[str],
         id_property: str | None = None,
+        *,
+        archived: bool = False,
     ) -> BatchResult:
-        """Read records in batches of 100; ids HubSpot cannot find come back as errors."""
+        """Read records in batches of 100; ids HubSpot cannot find come back as errors.
+
+        ``archived=True`` reads only archived (deleted, restorable) records: how a deletion is
+        told from a merge or a GDPR deletion, whose records are not in the archive."""
         items = [
             _Input(i, {"id": str(v)}, id=str(v), email=str(v) if "@" in str(v) else None)
             for i, v in enumerate(ids)
@@ -652,7 +657,8 @@ class HubSpotClient:
             }
             if id_property:
                 body["idProperty"] = id_property
-            data = await self._request("POST", route, json=body, idempotent=True)
+            params = {"archived": "true"} if archived else None
+            data = await self._request("POST", route, json=body, params=params, idempotent=True)
             result.extend(self._batch_result(data or {}, chunk, id_property=id_property))
         return result
 

@@ -405,6 +405,23 @@ class HubSpotState(AccessMixin, LinksMixin):
         self.stores[object_type].remove(obj.id, self.now_ms(), self.index_lag_ms, archive=True)
         self._emit("deletion", object_type, obj.id, None, None, source)
 
+    def restore(self, object_type: str, object_id: str | int, *, source: str = "CRM_UI") -> str:
+        """A user restores an archived record from HubSpot's recycle bin (within 90 days): it
+        is live again under the same id, ``restore`` fires. KeyError if it is not archived
+        (merged-away and GDPR-deleted records are not in the archive)."""
+        t = self._type(object_type)
+        st = self.stores[t]
+        obj = st.archived.get(int(object_id))
+        if obj is None:
+            raise KeyError(f"no archived {t} with id {object_id}")
+        email = (obj.props.get("email") or "").lower()
+        if email and st.by_email.get(email) in st.live:
+            raise ValueError(f"{email} belongs to another live record: restore refused")
+        now = self.now_ms()
+        st.put(HsObject(obj.id, dict(obj.props), obj.created_ms, now), now, self.index_lag_ms)
+        self._emit("restore", t, obj.id, None, None, source)
+        return str(obj.id)
+
     def gdpr_delete(self, key: str, id_property: str | None = None) -> bool:
         """Permanently delete a contact; an unknown email is blocklisted. True if one existed."""
         obj = self.find("contacts", key, id_property)

@@ -200,6 +200,7 @@ connectors:
   brevo:
     base_url: {self.brevo_url}
     api_key: "{BREVO_API_KEY}"
+    api_key_name: connector
 database:
   url: {database_url}
 """

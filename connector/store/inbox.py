@@ -296,6 +296,21 @@ async def fail(
     return outcome
 
 
+async def retry_now(session: AsyncSession, *, error_prefix: str, now: datetime) -> int:
+    """Make the failed items whose last error starts with ``error_prefix`` due now (e.g. the
+    events the mass-delete guard held back, when ``--force`` is given); how many."""
+    stmt = (
+        sa.update(InboxRow)
+        .where(
+            InboxRow.status == "failed",
+            InboxRow.last_error.startswith(error_prefix, autoescape=True),
+        )
+        .values(next_attempt_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return _rowcount(await session.execute(stmt))
+
+
 async def pending_count(session: AsyncSession) -> int:
     """How many items are still to process (pending, waiting for a retry, or claimed)."""
     stmt = sa.select(sa.func.count()).where(InboxRow.status.in_(OPEN_STATUSES))
@@ -404,4 +419,5 @@ __all__ = [
     "pending_count",
     "purge_done",
     "release",
+    "retry_now",
 ]

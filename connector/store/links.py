@@ -32,6 +32,15 @@ if TYPE_CHECKING:
 #: Most keys bound in one ``IN`` list (well under SQLite's and PostgreSQL's limits).
 CHUNK = 500
 
+#: Ledger rows whose field starts with ``@`` are *markers*, not mapped fields: what the event
+#: semantics (:mod:`connector.events`) did to the pair — a deletion handled, a value the
+#: connector wrote outside the mapping (the opt-out properties). Field keys are HubSpot
+#: property names, which never start with ``@``, and the planner only reads mapped fields.
+MARKER_PREFIX = "@"
+#: The pair's record on ``origin`` was deleted and the deletion handled (the link is kept so
+#: the pair is not recreated); ``written_to`` is the side the connector changed for it, if any.
+DELETED_MARKER = "@deleted"
+
 _HASH = re.compile(r"[0-9a-f]{64}")
 _SYSTEMS = ("hubspot", "brevo")
 
@@ -68,6 +77,10 @@ class LinkRecord:
     brevo_id: str | None
     identity_key: str | None
     bases: dict[str, BaseEntry] = field(default_factory=dict)
+
+    def marker(self, name: str) -> BaseEntry | None:
+        """A marker row (see :data:`MARKER_PREFIX`), or ``None``."""
+        return self.bases.get(name) if name.startswith(MARKER_PREFIX) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -471,6 +484,8 @@ def _rowcount(result: Any) -> int:
 
 __all__ = [
     "CHUNK",
+    "DELETED_MARKER",
+    "MARKER_PREFIX",
     "BaseEntry",
     "LinkConflict",
     "LinkRecord",

@@ -1,0 +1,224 @@
+"""The GDPR purge: one person out of every table at once (DESIGN §4–5, issue 4).
+
+A HubSpot ``contact.privacyDeletion`` means the person must be forgotten: the connector deletes
+the Brevo contact, then :func:`purge_person` removes from the store, in the caller's single
+transaction, every row that names them — by HubSpot id, Brevo id or e-mail:
+
+==================  ===================================================================
+``links``           the person's links (matched by either id or the identity key)
+``field_state``     the ledger rows of those links
+``sync_history``    what travelled for those links
+``inbox``           events and dirty keys whose ``object_id`` is one of the ids or e-mails,
+                    or whose payload mentions one of the e-mails (a ``propertyChange`` of
+                    ``email``, a Brevo event)
+``dead_letters``    letters for those ids, that identity key, or a payload naming the e-mail
+``skipped_records`` rows for those ids
+``resync_stage``    a running resync's copy of the Brevo contact
+``jobs``            hook steps whose subject is, or whose subject / result mentions, them
+``runs``            error texts mentioning an e-mail: the e-mail is replaced, the run kept
+``cursors``         the ids among a cursor's boundary ids
+==================  ===================================================================
+
+Nothing is committed here: the caller commits, so the person is gone from all tables or from
+none. Matching the e-mail inside JSON and text columns is a substring scan (``LIKE``, escaped):
+slow on a huge inbox, but privacy deletions are rare and the inbox is purged after
+``sync.retention_days``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from connector.store.models import (
+    Cursor,
+    DeadLetter,
+    FieldState,
+    InboxItem,
+    Job,
+    Link,
+    ResyncStage,
+    Run,
+    SkippedRecord,
+    SyncHistory,
+)
+
+#: What replaces a purged e-mail inside kept texts (run errors).
+REDACTED = "[purged]"
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    """Who to purge: every id and e-mail known for them (e-mails normalised, lower-case)."""
+
+    object_type: str
+    hubspot_ids: tuple[str, ...] = ()
+    brevo_ids: tuple[str, ...] = ()
+    emails: tuple[str, ...] = ()
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys((*self.hubspot_ids, *self.brevo_ids)))
+
+    def with_links(self, rows: Iterable[Any]) -> Person:
+        """This person with the ids and identity keys of their link rows added."""
+        hs, br, em = list(self.hubspot_ids), list(self.brevo_ids), list(self.emails)
+        for r in rows:
+            if r.hubspot_id:
+                hs.append(r.hubspot_id)
+            if r.brevo_id:
+                br.append(r.brevo_id)
+            if r.identity_key:
+                em.append(r.identity_key)
+        return Person(
+            self.object_type,
+            tuple(dict.fromkeys(hs)),
+            tuple(dict.fromkeys(br)),
+            tuple(dict.fromkeys(e.strip().lower() for e in em if e.strip())),
+        )
+
+
+def _rowcount(result: Any) -> int:
+    return cast(sa.CursorResult[Any], result).rowcount
+
+
+def _mentions(column: Any, emails: Sequence[str]) -> sa.ColumnElement[bool]:
+    """``column`` (text or JSON) contains one of ``emails``, case-insensitively."""
+    text = sa.func.lower(sa.cast(column, sa.Text()))
+    return sa.or_(*(text.contains(e, autoescape=True) for e in emails))
+
+
+def _any(*conditions: sa.ColumnElement[bool] | None) -> sa.ColumnElement[bool]:
+    kept = [c for c in conditions if c is not None]
+    return sa.or_(*kept) if kept else sa.false()
+
+
+async def _delete(session: AsyncSession, table: Any, where: sa.ColumnElement[bool]) -> int:
+    stmt = sa.delete(table).where(where).execution_options(synchronize_session=False)
+    return _rowcount(await session.execute(stmt))
+
+
+async def purge_person(session: AsyncSession, person: Person) -> Counter[str]:
+    """Delete every row naming ``person`` (see the module docstring); rows deleted per table.
+
+    Runs in the caller's transaction. The person's links widen the match first: a link found by
+    the HubSpot id brings its Brevo id and identity key along, so one id is enough.
+    """
+    counts: Counter[str] = Counter()
+    ot = person.object_type
+    link_match = _any(
+        Link.hubspot_id.in_(person.hubspot_ids) if person.hubspot_ids else None,
+        Link.brevo_id.in_(person.brevo_ids) if person.brevo_ids else None,
+        Link.identity_key.in_(person.emails) if person.emails else None,
+    )
+    cols = (Link.id, Link.hubspot_id, Link.brevo_id, Link.identity_key)
+    rows = (await session.execute(sa.select(*cols).where(Link.object_type == ot, link_match))).all()
+    person = person.with_links(rows)
+    link_ids = [r.id for r in rows]
+    ids, emails = person.ids, person.emails
+
+    if link_ids:
+        counts["field_state"] = await _delete(session, FieldState, FieldState.link_id.in_(link_ids))
+        counts["sync_history"] = await _delete(
+            session, SyncHistory, SyncHistory.link_id.in_(link_ids)
+        )
+        counts["links"] = await _delete(session, Link, Link.id.in_(link_ids))
+
+    inbox_match = _any(
+        sa.and_(InboxItem.object_type == ot, InboxItem.object_id.in_(ids)) if ids else None,
+        sa.func.lower(InboxItem.object_id).in_(emails) if emails else None,
+        _mentions(InboxItem.payload, emails) if emails else None,
+    )
+    counts["inbox"] = await _delete(session, InboxItem, inbox_match)
+
+    letter_match = _any(
+        DeadLetter.object_id.in_(ids) if ids else None,
+        DeadLetter.identity_key.in_(emails) if emails else None,
+        _mentions(DeadLetter.payload, emails) if emails else None,
+    )
+    counts["dead_letters"] = await _delete(
+        session, DeadLetter, sa.and_(DeadLetter.object_type == ot, letter_match)
+    )
+
+    skipped_match = _any(
+        sa.and_(SkippedRecord.system == "hubspot", SkippedRecord.object_id.in_(person.hubspot_ids))
+        if person.hubspot_ids
+        else None,
+        sa.and_(SkippedRecord.system == "brevo", SkippedRecord.object_id.in_(person.brevo_ids))
+        if person.brevo_ids
+        else None,
+    )
+    counts["skipped_records"] = await _delete(
+        session, SkippedRecord, sa.and_(SkippedRecord.object_type == ot, skipped_match)
+    )
+
+    stage_match = _any(
+        ResyncStage.brevo_id.in_(person.brevo_ids) if person.brevo_ids else None,
+        ResyncStage.identity_key.in_(emails) if emails else None,
+        _mentions(ResyncStage.payload, emails) if emails else None,
+    )
+    counts["resync_stage"] = await _delete(
+        session, ResyncStage, sa.and_(ResyncStage.object_type == ot, stage_match)
+    )
+
+    job_match = _any(
+        Job.subject.in_(ids) if ids else None,
+        _mentions(Job.subject, emails) if emails else None,
+        _mentions(Job.result, emails) if emails else None,
+    )
+    counts["jobs"] = await _delete(session, Job, job_match)
+
+    if emails:
+        counts["runs"] = await _redact_runs(session, emails)
+    if ids:
+        counts["cursors"] = await _prune_cursors(session, ot, ids)
+    return Counter({k: v for k, v in counts.items() if v})
+
+
+async def _redact_runs(session: AsyncSession, emails: Sequence[str]) -> int:
+    """Replace the e-mails inside run error texts (the run's counts and times are kept)."""
+    pattern = re.compile("|".join(re.escape(e) for e in emails), re.IGNORECASE)
+    found = await session.execute(
+        sa.select(Run.id, Run.error).where(Run.error.is_not(None), _mentions(Run.error, emails))
+    )
+    changed = 0
+    for run_id, error in found.all():
+        await session.execute(
+            sa.update(Run)
+            .where(Run.id == run_id)
+            .values(error=pattern.sub(REDACTED, error or ""))
+            .execution_options(synchronize_session=False)
+        )
+        changed += 1
+    return changed
+
+
+async def _prune_cursors(session: AsyncSession, object_type: str, ids: Sequence[str]) -> int:
+    """Drop the ids from the cursors' boundary lists (a purged id is never seen again)."""
+    gone = set(ids)
+    rows = await session.execute(
+        sa.select(Cursor.system, Cursor.object_type, Cursor.boundary_ids).where(
+            Cursor.object_type == object_type
+        )
+    )
+    changed = 0
+    for system, ot, boundary in rows.all():
+        kept = [i for i in boundary or [] if str(i) not in gone]
+        if len(kept) != len(boundary or []):
+            await session.execute(
+                sa.update(Cursor)
+                .where(Cursor.system == system, Cursor.object_type == ot)
+                .values(boundary_ids=kept)
+                .execution_options(synchronize_session=False)
+            )
+            changed += 1
+    return changed
+
+
+__all__ = ["REDACTED", "Person", "purge_person"]
