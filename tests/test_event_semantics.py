@@ -28,7 +28,7 @@ from structlog.testing import capture_logs
 from test_worker import APP_URL, TOKEN, Env, worker_env
 
 from connector.events import GUARD_PREFIX
-from connector.store import db, deadletters, inbox, purge, runs, skipped
+from connector.store import db, deadletters, inbox, jobs, purge, runs, skipped
 from connector.store import links as ledger
 from connector.store.models import Base, Cursor, Job, ResyncStage, SyncHistory
 from connector.worker import WorkerResult
@@ -442,6 +442,16 @@ async def test_purge_person_removes_every_row_in_one_transaction(
             now=now,
         )
         await skipped.record_skipped(s, "hubspot", "contacts", [("101", "no email")], now)
+        for hubspot_id, address in (("101", email), ("102", other)):
+            await jobs.enroll(
+                s,
+                "onboarding",
+                hubspot_id,
+                first_step="assign_owner",
+                source="new",
+                now=now,
+                identity=jobs.identity_hash(address),
+            )
     async with purge_db() as s, s.begin():
         counts = await purge.purge_person(s, purge.Person("contacts", hubspot_ids=("101",)))
     assert counts == {
@@ -451,6 +461,8 @@ async def test_purge_person_removes_every_row_in_one_transaction(
         "inbox": 3,
         "dead_letters": 1,
         "skipped_records": 1,
+        "jobs": 1,
+        "enrollments": 1,
     }
     async with purge_db() as s:
         left = await ledger.load_links(s, "contacts", hubspot_ids=["101", "102"])
@@ -459,6 +471,10 @@ async def test_purge_person_removes_every_row_in_one_transaction(
         assert rows == [other]
         history = (await s.execute(sa.text("SELECT count(*) FROM sync_history"))).scalar_one()
         assert history == 1
+        enrolled = (await s.execute(sa.text("SELECT hubspot_id FROM enrollments"))).scalars()
+        assert enrolled.all() == ["102"]
+        steps = (await s.execute(sa.text("SELECT hubspot_id FROM jobs"))).scalars()
+        assert steps.all() == ["102"]
 
     # one transaction: a failure half-way leaves every row in place
     async with purge_db() as s:

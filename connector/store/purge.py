@@ -14,7 +14,9 @@ transaction, every row that names them — by HubSpot id, Brevo id or e-mail:
 ``dead_letters``    letters for those ids, that identity key, or a payload naming the e-mail
 ``skipped_records`` rows for those ids
 ``resync_stage``    a running resync's copy of the Brevo contact
-``jobs``            hook steps whose subject is, or whose subject / result mentions, them
+``jobs``            hook steps for their HubSpot id or enrollment, or whose subject, input,
+                    state or result mentions them
+``enrollments``     their hook enrollments (by HubSpot / Brevo id or the e-mail's hash)
 ``runs``            error texts mentioning an e-mail: the e-mail is replaced, the run kept
 ``cursors``         the ids among a cursor's boundary ids
 ==================  ===================================================================
@@ -36,9 +38,11 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from connector.store.jobs import identity_hash
 from connector.store.models import (
     Cursor,
     DeadLetter,
+    Enrollment,
     FieldState,
     InboxItem,
     Job,
@@ -167,12 +171,24 @@ async def purge_person(session: AsyncSession, person: Person) -> Counter[str]:
         session, ResyncStage, sa.and_(ResyncStage.object_type == ot, stage_match)
     )
 
+    hashes = [h for h in (identity_hash(e) for e in emails) if h]
+    enrollment_match = _any(
+        Enrollment.hubspot_id.in_(person.hubspot_ids) if person.hubspot_ids else None,
+        Enrollment.brevo_id.in_(person.brevo_ids) if person.brevo_ids else None,
+        Enrollment.identity_hash.in_(hashes) if hashes else None,
+    )
+    enrolled = sa.select(Enrollment.id).where(enrollment_match)
     job_match = _any(
         Job.subject.in_(ids) if ids else None,
+        Job.hubspot_id.in_(person.hubspot_ids) if person.hubspot_ids else None,
+        Job.enrollment_id.in_(enrolled) if enrollment_match is not None else None,
         _mentions(Job.subject, emails) if emails else None,
         _mentions(Job.result, emails) if emails else None,
+        _mentions(Job.payload, emails) if emails else None,
+        _mentions(Job.state, emails) if emails else None,
     )
     counts["jobs"] = await _delete(session, Job, job_match)
+    counts["enrollments"] = await _delete(session, Enrollment, enrollment_match)
 
     if emails:
         counts["runs"] = await _redact_runs(session, emails)
