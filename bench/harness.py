@@ -159,9 +159,12 @@ def config_text(
     direction: str = "bidirectional",
     poll_interval: float = 30,
     webhook_port: int | None = None,
-    log_level: str = "warning",
+    log_level: str | None = None,
 ) -> str:
-    """A connector config for the sandbox process: contacts only, the repository's mappings."""
+    """A connector config for the sandbox process: contacts only, the repository's mappings.
+
+    The log level is ``$BENCH_LOG_LEVEL`` (default warning: logging is not what is measured)."""
+    log_level = log_level or os.environ.get("BENCH_LOG_LEVEL", "warning")
     text = f"""\
 connectors:
   hubspot:
