@@ -56,8 +56,10 @@ async def naive_sync(sb: Sandboxes, limit: int | None) -> tuple[int, float, int]
                 body = {
                     "email": props.get("email"),
                     "ext_id": obj["id"],
-                    "attributes": {"FIRSTNAME": props.get("firstname"),
-                                   "LASTNAME": props.get("lastname")},
+                    "attributes": {
+                        "FIRSTNAME": props.get("firstname"),
+                        "LASTNAME": props.get("lastname"),
+                    },
                     "updateEnabled": True,
                 }
                 while True:

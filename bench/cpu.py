@@ -71,7 +71,10 @@ async def _passes(engine: SyncEngine, hs: list[HubSpotObject], br: list[BrevoCon
     out = Outcome()
     for start in range(0, len(hs), BATCH):
         await engine.sync(
-            hubspot=hs[start : start + BATCH], brevo=br[start : start + BATCH], mode="resync", out=out
+            hubspot=hs[start : start + BATCH],
+            brevo=br[start : start + BATCH],
+            mode="resync",
+            out=out,
         )
     return out
 
@@ -122,6 +125,12 @@ async def _profiled(
     return profiler
 
 
+def _save_profile(profiler: Profiler, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    text = profiler.output_text(unicode=True, color=False)
+    (folder / "cpu_profile.txt").write_text(text, encoding="utf-8")
+
+
 async def cpu_per_record(n: int, profile_dir: Path | None) -> dict[str, Any]:
     hs, br = records(n)
     closed = "http://127.0.0.1:9"
@@ -151,10 +160,7 @@ async def cpu_per_record(n: int, profile_dir: Path | None) -> dict[str, Any]:
         raise RuntimeError(f"cpu_per_record: {failed} records failed: {first.failures[:3]}")
     top = _top_functions(profiler)
     if profile_dir is not None:
-        profile_dir.mkdir(parents=True, exist_ok=True)
-        (profile_dir / "cpu_profile.txt").write_text(
-            profiler.output_text(unicode=True, color=False), encoding="utf-8"
-        )
+        _save_profile(profiler, profile_dir)
     us_first = (cpu1 - cpu0) / n * 1e6
     return {
         "records": n,

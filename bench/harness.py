@@ -71,13 +71,16 @@ class Sandboxes:
         self.http = httpx.AsyncClient(timeout=120)
         self._tmp = tempfile.TemporaryDirectory(prefix="bench-sandbox-")
 
-    async def __aenter__(self) -> Sandboxes:
-        info = Path(self._tmp.name) / "info.json"
-        self.proc = subprocess.Popen(
+    def _spawn(self, info: Path) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [PYTHON, "-m", "bench.sandboxes", "--info", str(info), *self.args],
             cwd=ROOT,
             env=env(),
         )
+
+    async def __aenter__(self) -> Sandboxes:
+        info = Path(self._tmp.name) / "info.json"
+        self.proc = self._spawn(info)
         deadline = time.monotonic() + 300
         while not info.exists():
             if self.proc.poll() is not None:
@@ -249,13 +252,13 @@ class Proc:
             self.peak_rss = max(self.peak_rss, self._tree_rss())
             await asyncio.sleep(self.interval)
 
-    async def wait(self, timeout: float | None = None) -> int:
+    async def wait(self, within: float | None = None) -> int:
         assert self.proc is not None
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if within is None else time.monotonic() + within
         while self.proc.poll() is None:
             if deadline is not None and time.monotonic() > deadline:
                 self.kill()
-                raise TimeoutError(f"connector {' '.join(self.args)} ran over {timeout} s")
+                raise TimeoutError(f"connector {' '.join(self.args)} ran over {within} s")
             await asyncio.sleep(0.02)
         self.ended = time.monotonic()
         if self._sampler is not None:
@@ -270,10 +273,10 @@ class Proc:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
 
-    async def stop(self, timeout: float = 30) -> int:
+    async def stop(self, within: float = 30) -> int:
         self.terminate()
         try:
-            return await self.wait(timeout)
+            return await self.wait(within)
         except TimeoutError:
             self.kill()
             assert self.proc is not None

@@ -75,8 +75,8 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[k]
 
 
-async def _wait_listening(url: str, proc: Proc, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
+async def _wait_listening(url: str, proc: Proc, within: float = 60) -> None:
+    deadline = time.monotonic() + within
     async with httpx.AsyncClient() as client:
         while time.monotonic() < deadline:
             if proc.proc is not None and proc.proc.poll() is not None:
@@ -86,7 +86,7 @@ async def _wait_listening(url: str, proc: Proc, timeout: float = 60) -> None:
                 return
             except httpx.TransportError:
                 await asyncio.sleep(0.1)
-    raise RuntimeError(f"connector run did not listen within {timeout} s:\n{proc.tail()}")
+    raise RuntimeError(f"connector run did not listen within {within} s:\n{proc.tail()}")
 
 
 def _count_inbox(url: str) -> int:
@@ -144,9 +144,7 @@ async def webhook_intake(db: str, events: int, workdir: Path | None = None) -> d
     """One intake run on ``db`` (``sqlite`` or ``postgresql``)."""
     tmp = Path(workdir or tempfile.mkdtemp(prefix=f"bench-intake-{db}-"))
     pg_name = f"bench_{os.getpid()}"
-    db_url = (
-        f"sqlite:///{tmp / 'state.db'}" if db == "sqlite" else create_pg_database(pg_name)
-    )
+    db_url = f"sqlite:///{tmp / 'state.db'}" if db == "sqlite" else create_pg_database(pg_name)
     try:
         async with Sandboxes() as sb:
             port = free_port()

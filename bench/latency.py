@@ -28,8 +28,8 @@ POLL_INTERVAL = 30.0
 """The config default of ``sync.poll_interval``: the pull-only run uses it."""
 
 
-async def _wait_synced(sb: Sandboxes, contacts: int, daemon: Proc, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
+async def _wait_synced(sb: Sandboxes, contacts: int, daemon: Proc, within: float) -> None:
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if daemon.proc is not None and daemon.proc.poll() is not None:
             raise RuntimeError(f"connector run exited:\n{daemon.tail()}")
@@ -37,7 +37,7 @@ async def _wait_synced(sb: Sandboxes, contacts: int, daemon: Proc, timeout: floa
         if len(data["contacts"]) >= contacts:
             return
         await asyncio.sleep(1.0)
-    raise RuntimeError(f"the initial sync of {contacts} contacts took over {timeout} s")
+    raise RuntimeError(f"the initial sync of {contacts} contacts took over {within} s")
 
 
 async def _drive(sb: Sandboxes, seconds: float) -> int:
@@ -52,14 +52,19 @@ async def _drive(sb: Sandboxes, seconds: float) -> int:
     made = 0
     started = time.monotonic()
     step = 0
-    while time.monotonic() - started < seconds and made + per_tick <= min(len(hs_side),
-                                                                          len(br_side)):
+    while time.monotonic() - started < seconds and made + per_tick <= min(
+        len(hs_side), len(br_side)
+    ):
         batch = range(made, made + per_tick)
         await asyncio.gather(
-            sb.edit("hubspot", [{"id": hs_side[i], "properties": {"lastname": f"mk-h-{i}"}}
-                                for i in batch]),
-            sb.edit("brevo", [{"email": br_side[i], "attributes": {"LASTNAME": f"mk-b-{i}"}}
-                              for i in batch]),
+            sb.edit(
+                "hubspot",
+                [{"id": hs_side[i], "properties": {"lastname": f"mk-h-{i}"}} for i in batch],
+            ),
+            sb.edit(
+                "brevo",
+                [{"email": br_side[i], "attributes": {"LASTNAME": f"mk-b-{i}"}} for i in batch],
+            ),
         )
         made += per_tick
         step += 1
@@ -73,8 +78,9 @@ async def one_mode(webhooks: bool, contacts: int, seconds: float) -> dict[str, A
         port = free_port() if webhooks else None
         config = tmp / "config.yaml"
         config.write_text(
-            config_text(sb, f"sqlite:///{tmp / 'state.db'}", webhook_port=port,
-                        poll_interval=POLL_INTERVAL),
+            config_text(
+                sb, f"sqlite:///{tmp / 'state.db'}", webhook_port=port, poll_interval=POLL_INTERVAL
+            ),
             encoding="utf-8",
         )
         if await Proc(config, ["db", "upgrade"], tmp / "upgrade.log").start().wait(120) != 0:
@@ -86,7 +92,7 @@ async def one_mode(webhooks: bool, contacts: int, seconds: float) -> dict[str, A
             await sb.webhooks("hubspot", target_url=f"http://127.0.0.1:{port}/webhooks/hubspot")
         daemon = Proc(config, ["run"], tmp / "daemon.log").start()
         try:
-            await _wait_synced(sb, contacts, daemon, timeout=900)
+            await _wait_synced(sb, contacts, daemon, within=900)
             await asyncio.sleep(2.0)
             await sb.marks(clear=True)
             made = await _drive(sb, seconds)
@@ -104,8 +110,11 @@ async def one_mode(webhooks: bool, contacts: int, seconds: float) -> dict[str, A
             await daemon.stop()
     lat = [m["seen"] - m["made"] for m in marks.values() if m["seen"] is not None]
     by_side = {
-        side: [m["seen"] - m["made"] for m in marks.values()
-               if m["seen"] is not None and m["side"] == side]
+        side: [
+            m["seen"] - m["made"]
+            for m in marks.values()
+            if m["seen"] is not None and m["side"] == side
+        ]
         for side in ("hubspot", "brevo")
     }
     p99 = percentile(lat, 99)
@@ -129,10 +138,18 @@ async def latency(quick: bool) -> dict[str, Any]:
     contacts = int(2 * RATE * seconds) + 200
     with_hooks = await one_mode(True, contacts, seconds)
     with_hooks["targets"] = {"p99_s": f"< {TARGET_P99_S}"}
-    with_hooks["met"] = {"p99_s": with_hooks["p99_s"] < TARGET_P99_S,
-                         "all_arrived": with_hooks["not_arrived"] == 0}
+    with_hooks["met"] = {
+        "p99_s": with_hooks["p99_s"] < TARGET_P99_S,
+        "all_arrived": with_hooks["not_arrived"] == 0,
+    }
     pull = await one_mode(False, contacts, seconds)
     pull["targets"] = {"p99_s": "(reported; bounded below by poll_interval)"}
-    return {"rate_per_side": RATE, "seconds": seconds, "contacts": contacts,
-            "webhooks": with_hooks, "pull_only": pull,
-            "p50_s": with_hooks["p50_s"], "p99_s": with_hooks["p99_s"]}
+    return {
+        "rate_per_side": RATE,
+        "seconds": seconds,
+        "contacts": contacts,
+        "webhooks": with_hooks,
+        "pull_only": pull,
+        "p50_s": with_hooks["p50_s"],
+        "p99_s": with_hooks["p99_s"],
+    }

@@ -42,7 +42,7 @@ async def run_resync(sb: Sandboxes, workdir: Path, tag: str) -> dict[str, Any]:
         config.write_text(config_text(sb, f"sqlite:///{workdir / 'state.db'}"), encoding="utf-8")
     hs0, br0 = await sb.calls()
     proc = Proc(config, ["resync", "--objects", "contacts", "--yes"], workdir / f"{tag}.log")
-    code = await proc.start().wait(timeout=3600)
+    code = await proc.start().wait(within=3600)
     hs1, br1 = await sb.calls()
     if code != 0:
         raise RuntimeError(f"connector resync exited {code}:\n{proc.tail()}")
@@ -56,8 +56,14 @@ async def run_resync(sb: Sandboxes, workdir: Path, tag: str) -> dict[str, Any]:
         "brevo_calls": sum(br.values()),
         "write_calls": _writes(hs) + _writes(br),
         "read_calls": sum(hs.values()) + sum(br.values()) - _writes(hs) - _writes(br),
-        "by_endpoint": dict(sorted({**{f"hubspot {k}": v for k, v in hs.items()},
-                                    **{f"brevo {k}": v for k, v in br.items()}}.items())),
+        "by_endpoint": dict(
+            sorted(
+                {
+                    **{f"hubspot {k}": v for k, v in hs.items()},
+                    **{f"brevo {k}": v for k, v in br.items()},
+                }.items()
+            )
+        ),
         "peak_rss_mb": proc.peak_rss_mb,
     }
 

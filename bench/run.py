@@ -80,23 +80,48 @@ def _fmt(value: Any) -> str:
 
 SUMMARY_KEYS: dict[str, tuple[str, ...]] = {
     "resync_h2b": (
-        "contacts", "wall_s", "floor_s", "wall_ratio", "calls", "min_calls", "calls_ratio",
-        "peak_rss_mb", "rss_growth_mb",
+        "contacts",
+        "wall_s",
+        "floor_s",
+        "wall_ratio",
+        "calls",
+        "min_calls",
+        "calls_ratio",
+        "peak_rss_mb",
+        "rss_growth_mb",
     ),
     "resync_b2h": (
-        "contacts", "wall_s", "floor_s", "wall_ratio", "calls", "min_calls", "calls_ratio",
-        "peak_rss_mb", "rss_growth_mb",
+        "contacts",
+        "wall_s",
+        "floor_s",
+        "wall_ratio",
+        "calls",
+        "min_calls",
+        "calls_ratio",
+        "peak_rss_mb",
+        "rss_growth_mb",
     ),
     "instep_resync": ("contacts", "wall_s", "write_calls", "read_calls", "min_calls"),
     "per_record_baseline": (
-        "contacts", "baseline_calls", "ours_calls", "calls_ratio", "baseline_s", "ours_s",
+        "contacts",
+        "baseline_calls",
+        "ours_calls",
+        "calls_ratio",
+        "baseline_s",
+        "ours_s",
         "time_ratio",
     ),
     "webhook_intake": ("events_per_s", "p99_ms"),
     "latency": ("webhooks", "pull_only"),
     "cpu_per_record_us": ("records", "us_per_record", "us_per_record_instep"),
     "soak": (
-        "seconds", "changes", "converged", "lost", "duplicates", "dead_letters", "restarts",
+        "seconds",
+        "changes",
+        "converged",
+        "lost",
+        "duplicates",
+        "dead_letters",
+        "restarts",
     ),
 }
 
@@ -163,9 +188,9 @@ def append_markdown(results: dict[str, Any], info: dict[str, Any], command: str)
     return path
 
 
-async def run(names: list[str], quick: bool) -> dict[str, Any]:
-    n = 10_000 if quick else 100_000
-    small = 2_000 if quick else 10_000
+async def run(names: list[str], quick: bool, contacts: int | None = None) -> dict[str, Any]:
+    n = contacts or (10_000 if quick else 100_000)
+    small = n // 5 if contacts else (2_000 if quick else 10_000)
     out: dict[str, Any] = {}
 
     def note(name: str, started: float) -> None:
@@ -191,9 +216,12 @@ async def run(names: list[str], quick: bool) -> dict[str, Any]:
         note("resync", started)
     if "per_record_baseline" in wanted:
         ours = out.get("resync_h2b") if n == baseline.CONTACTS else None
-        await guarded("per_record_baseline", baseline.per_record_baseline(
-            baseline.CONTACTS, ours, sample=baseline.QUICK_SAMPLE if quick else None
-        ))
+        await guarded(
+            "per_record_baseline",
+            baseline.per_record_baseline(
+                baseline.CONTACTS, ours, sample=baseline.QUICK_SAMPLE if quick else None
+            ),
+        )
     if "webhook_intake" in wanted:
         events = 20_000 if quick else 50_000
 
@@ -218,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="10,000 contacts, 1-minute soak.")
     parser.add_argument("--only", default="", help=f"Comma-separated: {', '.join(NAMES)}.")
     parser.add_argument("--json", required=True, help="Where to write the results (JSON).")
+    parser.add_argument(
+        "--contacts", type=int, default=None, help="Override the number of contacts (tests)."
+    )
     parser.add_argument("--no-markdown", action="store_true", help="Do not append to RESULTS.md.")
     args = parser.parse_args(argv)
     names = [s.strip() for s in args.only.split(",") if s.strip()] or list(NAMES)
@@ -226,9 +257,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown benchmark(s): {', '.join(unknown)}; one of {', '.join(NAMES)}")
     command = "python bench/run.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     info = machine()
-    results = asyncio.run(run(names, args.quick))
-    document = {**results, "_meta": {**info, "command": command, "quick": args.quick,
-                                     "date": dt.datetime.now(dt.UTC).isoformat()}}
+    results = asyncio.run(run(names, args.quick, args.contacts))
+    document = {
+        **results,
+        "_meta": {
+            **info,
+            "command": command,
+            "quick": args.quick,
+            "date": dt.datetime.now(dt.UTC).isoformat(),
+        },
+    }
     Path(args.json).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     if not args.no_markdown:
         append_markdown(results, info, command)

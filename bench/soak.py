@@ -64,9 +64,12 @@ def compare(
     for (email, field), value in expected.items():
         bp = dict(FIELDS)[field]
         h, b = hs_by.get(email), br_by.get(email)
-        if h is None or b is None or _name(h.get(field)) != value or _name(
-            b["attributes"].get(bp)
-        ) != value:
+        if (
+            h is None
+            or b is None
+            or _name(h.get(field)) != value
+            or _name(b["attributes"].get(bp)) != value
+        ):
             lost += 1
     return {"unpaired": unpaired, "unequal": unequal, "lost": lost, "duplicate_emails": dup}
 
@@ -82,7 +85,11 @@ async def _faults(sb: Sandboxes, on: bool) -> None:
 def _dead_letters(config: Path) -> list[dict[str, Any]]:
     out = subprocess.run(
         [PYTHON, "-m", "connector", "--config", str(config), "dlq", "list", "--json"],
-        cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     try:
         letters: list[dict[str, Any]] = json.loads(out.stdout or "[]")
@@ -121,7 +128,8 @@ async def soak(seconds: float, *, converge_timeout: float = 240.0) -> dict[str, 
             next_kill, next_storm = started + kill_every, started + 20
             while (now := time.monotonic()) - started < seconds:
                 batch_hs, batch_br = [], []
-                for _ in range(max(1, round(CHANGES_PER_SECOND / 5))):
+                due = int(CHANGES_PER_SECOND * (now - started)) + 1 - changes
+                for _ in range(max(0, due)):
                     i = rng.randrange(len(emails))
                     email = emails[i]
                     field, attr = rng.choice(FIELDS)
