@@ -212,7 +212,7 @@ class SyncEngine:
         direction: planner.RunDirection = "bidirectional",
         import_list_ids: Sequence[int] = (),
         import_threshold: int = IMPORT_THRESHOLD,
-        import_poll_every: float = 2.0,
+        import_poll_every: float = 1.0,
         clock: Callable[[], datetime] = utcnow,
         on_events: EventsCallback | None = None,
     ) -> None:
@@ -750,8 +750,10 @@ class SyncEngine:
 
         Completion is seen by reading the contacts (the contacts budget is 36,000/h), not by
         polling ``/processes`` (100/h): that is asked only once the read-backs stop making
-        progress, to tell "still running" from "finished without these contacts".
-        Returns how many records failed.
+        progress, to tell "still running" from "finished without these contacts". A field
+        that holds neither our value nor its value from before the import was changed again
+        by someone else meanwhile: the import is through, and that newer change travels as
+        its own change (:meth:`_lost`). Returns how many records failed.
         """
         wanted = {p.key: p for p in pairs if p.key}
         seen: dict[str, BrevoContact] = {}
@@ -772,7 +774,7 @@ class SyncEngine:
                 procs = [await self.brevo.get_process(pid) for pid in process_ids]
                 if all(pr.done for pr in procs):
                     break  # finished: what is missing now, Brevo did not keep
-            wait = min(wait * 2, 30.0)
+            wait = min(wait * 1.5, 15.0)
         failed = 0
         for key, p in wanted.items():
             contact = seen.get(key)
@@ -794,16 +796,23 @@ class SyncEngine:
         return not self._lost(p)
 
     def _lost(self, p: _Pair) -> list[str]:
-        """The fields of the plan whose value the read-back Brevo contact does not hold."""
+        """The fields of the plan that the read-back Brevo contact shows were not written.
+
+        A field still holding its value from before the write (``p.brevo``, read before the
+        import; nothing for a new contact) was not written (yet), or Brevo dropped it. A field
+        holding a third value — neither ours nor the old one — was written and then changed
+        again by someone else: not lost (that change comes back as a change of its own).
+        """
         assert p.plan is not None
         contact = p.brevo_readback
         if contact is None:
             return [f for f in p.plan.writes("brevo") if f != self.identity]
-        kept = self.mapping.to_hubspot(_brevo_view(contact))
+        kept = self.mapping.to_hubspot(_brevo_view(contact)).values
+        before = self.mapping.to_hubspot(_brevo_view(p.brevo)).values if p.brevo else {}
         return [
             f
             for f, v in p.plan.writes("brevo").items()
-            if f != self.identity and kept.values.get(f) != v
+            if f != self.identity and kept.get(f) != v and kept.get(f) == before.get(f)
         ]
 
     # --- recording ---------------------------------------------------------------------------

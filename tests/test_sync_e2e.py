@@ -10,6 +10,7 @@ state-changing calls they answered (:meth:`SyncEnv.writes`).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from sync_env import SyncEnv, sync_env
 
@@ -168,6 +169,47 @@ async def test_ext_id_is_written_even_when_no_value_differs(tmp_path: Path) -> N
         assert c_same is not None and c_only is not None and found is not None
         assert c_same.ext_id == hid
         assert c_only.ext_id == found[0]
+        await assert_quiet(env)
+
+
+async def test_an_edit_during_the_import_is_not_taken_for_a_dropped_value(
+    tmp_path: Path,
+) -> None:
+    """A Brevo user edits an imported field before the read-back: the import is through (no
+    wait for ``/processes``, no failure), and the user's value then travels to HubSpot."""
+    async with sync_env(tmp_path, import_threshold=5) as env:
+        ids = env.hs_state.seed_contacts(8, seed=5)
+        env.clock.advance(60)
+        await clean_cycle(env)
+        env.clock.advance(60)
+        for hid in ids:
+            env.hs_edit(hid, firstname="Imported")
+        victim = env.hs_values(ids[0])["email"]
+        assert victim is not None
+        real_read = env.brevo.iter_contacts
+        edited: list[str] = []
+
+        def edit_then_read(*args: Any, **kwargs: Any) -> Any:
+            # the import's read-back (modified_since): a user edits the contact in Brevo
+            # after the import applied and before the connector reads it back
+            if kwargs.get("modified_since") is not None and not edited:
+                contact = env.br_by_email(victim)
+                assert contact is not None and contact.attributes.get("FIRSTNAME") == "Imported"
+                env.br_edit(victim, FIRSTNAME="Edited-meanwhile")
+                edited.append(victim)
+            return real_read(*args, **kwargs)
+
+        env.brevo.iter_contacts = edit_then_read  # type: ignore[method-assign]
+        out = await env.cycle()
+        env.brevo.iter_contacts = real_read  # type: ignore[method-assign]
+        assert edited == [victim]
+        assert out.counts["failed"] == 0, out.failures
+        assert out.counts["brevo_imported"] == len(ids)
+        assert env.br_state.calls.count(contains="/processes") == 0
+        env.clock.advance(60)
+        out = await env.cycle()
+        assert out.counts["failed"] == 0, out.failures
+        assert env.hs_values(ids[0])["firstname"] == "Edited-meanwhile"
         await assert_quiet(env)
 
 
