@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from typing import Any
 
 from connector.errors import ConnectorError
@@ -40,21 +41,32 @@ def _check_text(text: str) -> None:
         raise PayloadError("a string contains an unpaired surrogate") from None
 
 
-def _check_tree(root: Any) -> None:
-    """Refuse nesting deeper than ``MAX_DEPTH`` and text that no database can store."""
+def _check_tree(root: Any, *, texts: bool) -> None:
+    """Refuse nesting deeper than ``MAX_DEPTH`` and (with ``texts``) text that no database
+    can store."""
     stack: list[tuple[Any, int]] = [(root, 0)]
     while stack:
         node, depth = stack.pop()
         if depth > MAX_DEPTH:
             raise PayloadError(f"nested deeper than {MAX_DEPTH} levels")
-        if isinstance(node, str):
-            _check_text(node)
-        elif isinstance(node, dict):
-            for key, value in node.items():
-                _check_text(key)
-                stack.append((value, depth + 1))
+        if isinstance(node, dict):
+            if texts:
+                for key in node:
+                    _check_text(key)
+            children: Iterable[Any] = node.values()
         elif isinstance(node, list):
-            stack.extend((value, depth + 1) for value in node)
+            children = node
+        else:
+            if texts and isinstance(node, str):
+                _check_text(node)
+            continue
+        for child in children:
+            # plain values need no visit unless their text counts (the hot path skips them)
+            if type(child) in _CONTAINERS or (texts and isinstance(child, str)):
+                stack.append((child, depth + 1))
+
+
+_CONTAINERS = (dict, list)
 
 
 def load_json(body: bytes) -> Any:
@@ -69,5 +81,7 @@ def load_json(body: bytes) -> Any:
         raise PayloadError(f"nested deeper than {MAX_DEPTH} levels") from None
     except ValueError as exc:
         raise PayloadError(f"the body is not valid JSON ({type(exc).__name__})") from None
-    _check_tree(data)
+    # A NUL or a lone surrogate can only come from a \u escape: valid UTF-8 (checked by the
+    # decode above) holds neither, so without one the strings need no look (the hot path).
+    _check_tree(data, texts=b"\\u" in body)
     return data

@@ -221,6 +221,68 @@ def _describe(exc: BaseException) -> str:
     return scrub(f"{type(exc).__name__}: {first}" if first else type(exc).__name__)
 
 
+class GroupWriter:
+    """Group commit for the intake: the events of requests that arrive while a transaction
+    is being written go into the next one, together.
+
+    One transaction (and, on SQLite, one turn of its single writer) per group instead of one
+    per request: under HubSpot's ten concurrent deliveries that halves the time each waits.
+    Each request's events are still inserted by their own statement, so each learns how many
+    of its events were new, and a request is stored whole or not at all. If a group's
+    transaction fails, its requests are written again one by one, so one bad request cannot
+    fail the others; only its own caller gets the error.
+    """
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], clock: Clock) -> None:
+        self.sessions = sessions
+        self.clock = clock
+        self._pending: list[tuple[Sequence[InboxInput], asyncio.Future[int]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def write(self, items: Sequence[InboxInput]) -> int:
+        """Store ``items`` (in a group transaction); how many were new."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append((items, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain(), name="inbox group writer")
+        return await future
+
+    async def _drain(self) -> None:
+        while self._pending:
+            group, self._pending = self._pending, []
+            group = [(items, f) for items, f in group if not f.done()]  # cancelled callers
+            if not group:
+                continue
+            try:
+                counts = await self._insert([items for items, _ in group])
+            except Exception as exc:
+                if len(group) == 1:
+                    if not group[0][1].done():
+                        group[0][1].set_exception(exc)
+                else:  # one bad request must not fail the others: each on its own
+                    for items, future in group:
+                        await self._alone(items, future)
+                continue
+            for (_, future), stored in zip(group, counts, strict=True):
+                if not future.done():
+                    future.set_result(stored)
+
+    async def _alone(self, items: Sequence[InboxInput], future: asyncio.Future[int]) -> None:
+        try:
+            [stored] = await self._insert([items])
+        except Exception as exc:
+            if not future.done():
+                future.set_exception(exc)
+        else:
+            if not future.done():
+                future.set_result(stored)
+
+    async def _insert(self, requests: Sequence[Sequence[InboxInput]]) -> list[int]:
+        async with self.sessions() as session, session.begin():
+            now = self.clock()
+            return [await inbox.enqueue(session, items, now=now) for items in requests]
+
+
 class _Intake:
     """The request handlers, sharing settings, store and metrics."""
 
@@ -244,7 +306,7 @@ class _Intake:
         self.clock = clock
         self.metrics = metrics
         self.log_webhooks = log_webhooks
-        self._sqlite_writer = asyncio.Lock()
+        self._writer = GroupWriter(sessions, clock)
         self._trusted = networks(server.trusted_proxies)
         self._allowed: dict[Source, tuple[IPNetwork, ...]] = {
             "hubspot": networks(settings.allowed_ips.hubspot),
@@ -363,13 +425,9 @@ class _Intake:
         """All of ``items`` in one transaction, or none (429)."""
         try:
             async with asyncio.timeout(self.settings.db_timeout_seconds):
-                async with self.sessions() as session:
-                    if session.get_bind().dialect.name != "sqlite":
-                        async with session.begin():
-                            return await inbox.enqueue(session, items, now=self.clock())
-                    # SQLite has one writer: queue here rather than in its busy-wait backoff.
-                    async with self._sqlite_writer, session.begin():
-                        return await inbox.enqueue(session, items, now=self.clock())
+                # shielded: a timed-out request gets its 429 while its group finishes (its
+                # events then are stored whole, and HubSpot's retry is a duplicate)
+                return await asyncio.shield(self._writer.write(items))
         except TimeoutError:
             raise _Reject(429, "unavailable", "the database did not answer in time") from None
         except (SQLAlchemyError, OSError, StoreError) as exc:

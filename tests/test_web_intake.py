@@ -44,7 +44,7 @@ from connector.hubspot.webhooks import PayloadError, parse_hubspot, v3_signature
 from connector.log import configure
 from connector.store import db, inbox
 from connector.store.models import InboxItem as InboxRow
-from connector.web import create_web_app
+from connector.web import GroupWriter, create_web_app
 
 _SERVER_KEYS = frozenset(ServerSettings.model_fields)
 
@@ -435,6 +435,49 @@ async def test_database_failure_mid_batch_is_429_and_stores_nothing(
 
     retried = await intake.brevo(events)
     assert retried.json() == {"received": 600, "stored": 600, "duplicates": 0}
+
+
+async def test_group_commit_stores_concurrent_requests_and_isolates_a_bad_one(
+    sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests arriving together share a transaction; one whose insert fails does not take
+    the others down: they are written again on their own, and only it gets the error."""
+    real_enqueue = inbox.enqueue
+    transactions: list[int] = []
+
+    async def enqueue(session: AsyncSession, items: Any, **kwargs: Any) -> int:
+        if any(i.dedup_key.endswith(":poison") for i in items):
+            raise OperationalError("INSERT INTO inbox", None, ConnectionError("bad row"))
+        transactions.append(id(session))
+        return await real_enqueue(session, items, **kwargs)
+
+    monkeypatch.setattr(inbox, "enqueue", enqueue)
+    writer = GroupWriter(sessions, lambda: NOW)
+
+    def batch(tag: str, n: int = 3) -> list[inbox.InboxInput]:
+        return [
+            inbox.InboxInput("hubspot", f"k{tag}{i}", "contacts", str(i), "contact.creation")
+            for i in range(n)
+        ]
+
+    poison = [*batch("p", 1), inbox.InboxInput("hubspot", "x:poison", "contacts", "9", "x")]
+    results = await asyncio.gather(
+        writer.write(batch("a")),
+        writer.write(batch("b")),
+        writer.write(poison),
+        writer.write(batch("a")),  # a redelivery in the same group: stored once
+        return_exceptions=True,
+    )
+    assert results[0] == 3 and results[1] == 3 and results[3] == 0
+    assert isinstance(results[2], OperationalError)
+    async with sessions() as s:
+        keys = set((await s.execute(sa.text("SELECT dedup_key FROM inbox"))).scalars())
+    assert keys == {"ka0", "ka1", "ka2", "kb0", "kb1", "kb2"}  # nothing of the bad request
+
+    transactions.clear()
+    together = await asyncio.gather(writer.write(batch("c")), writer.write(batch("d")))
+    assert together == [3, 3]
+    assert len(set(transactions)) == 1  # both requests in one transaction
 
 
 async def test_slow_database_is_429_in_time(
