@@ -271,9 +271,10 @@ class Daemon:
         self.worker = worker or InboxWorker(
             runtime, worker_id=self.worker_id, guard=self.inbox_lease, lease=lease_ttl
         )
-        #: Pull leases this daemon owns between runs (:meth:`run` keeps them: sticky).
+        #: The pull leases this daemon holds (kept between runs while :attr:`keep_pull_leases`).
         self.owned: set[str] = set()
-        self._sticky = False
+        #: Sticky pull leases: keep a pull lease after its run (set by :meth:`run`).
+        self.keep_pull_leases = False
         self._heartbeat_task: asyncio.Task[None] | None = None
         hooks = self.settings.webhooks
         #: the coalescing window (``webhooks.coalesce_seconds``), at least 50 ms between polls
@@ -344,7 +345,7 @@ class Daemon:
                 finally:
                     await self._release(lease_name(spec.object_type))
             finally:
-                if pull is not None and not self._sticky:
+                if pull is not None and not self.keep_pull_leases:
                     await self._release(pull)
 
     def _pull_lease(self, spec: JobSpec) -> str | None:
@@ -689,7 +690,7 @@ class Daemon:
         """Schedule every job (with ``webhooks:`` configured, also serve the intake and run
         the inbox worker) and run until :meth:`stop`; then stop gracefully."""
         hooks = self.settings.webhooks
-        self._sticky = True
+        self.keep_pull_leases = True
         if hooks is not None:
             await self.start_web(hooks)
             await self.reap_dead_claims()
