@@ -517,23 +517,27 @@ class Daemon:
     @asynccontextmanager
     async def inbox_lease(self, object_type: str) -> AsyncIterator[None]:
         """The worker's guard: ``object_type``'s in-process lock and database lease, as a job
-        holds them; :class:`LeaseBusy` at once if a job or another daemon has them."""
+        holds them. A job of this daemon is waited for (the claimed events stay claimed, their
+        claims renewed, and go through the moment the job ends: no busy pause); another
+        daemon's lease is :class:`LeaseBusy` at once (the events are handed back)."""
         lock = self._locks.setdefault(object_type, asyncio.Lock())
         if self._stopping.is_set():
             raise LeaseBusy("the daemon is stopping")
-        if lock.locked():
-            raise LeaseBusy(f"a job of {object_type} is running")
-        async with (
-            lock,
-            holding_lease(self.sessions, object_type, self.worker_id, ttl=self.lease_ttl, wait=0),
-        ):
-            async with self.sessions() as s, s.begin():
-                closed = await runs.mark_interrupted(
-                    s, self.clock(), kind="worker", object_type=object_type
-                )
-            if closed:
-                self.log.warning("worker.interrupted_runs_closed", object=object_type, runs=closed)
-            yield
+        async with lock:
+            if self._stopping.is_set():
+                raise LeaseBusy("the daemon is stopping")
+            async with holding_lease(
+                self.sessions, object_type, self.worker_id, ttl=self.lease_ttl, wait=0
+            ):
+                async with self.sessions() as s, s.begin():
+                    closed = await runs.mark_interrupted(
+                        s, self.clock(), kind="worker", object_type=object_type
+                    )
+                if closed:
+                    self.log.warning(
+                        "worker.interrupted_runs_closed", object=object_type, runs=closed
+                    )
+                yield
 
     async def drain_inbox(self) -> WorkerResult:
         """One pass of the inbox worker; never raises (a broken pass says why in ``error``).
@@ -600,6 +604,11 @@ class Daemon:
             hubspot_path=hooks.hubspot_path,
             brevo_path=hooks.brevo_path,
         )
+
+    @property
+    def listening(self) -> bool:
+        """Whether the webhook intake serves requests (after :meth:`start_web`)."""
+        return self._server is not None and bool(self._server.started)
 
     def start_worker(self) -> None:
         """Run the inbox worker loop until :meth:`stop`."""
@@ -692,7 +701,8 @@ class Daemon:
         hooks = self.settings.webhooks
         self.keep_pull_leases = True
         if hooks is not None:
-            await self.start_web(hooks)
+            if not self.listening:  # ``connector demo`` starts the intake first
+                await self.start_web(hooks)
             await self.reap_dead_claims()
             self.start_worker()
         self._heartbeat_task = asyncio.create_task(self._heartbeat(), name="lease heartbeat")
@@ -754,6 +764,11 @@ class Daemon:
         for name in sorted(self.owned):  # the next daemon need not wait for them to expire
             await self._release(name)
         self.log.info("daemon.stopped")
+
+    async def close(self) -> None:
+        """Stop, and close what :meth:`start_web` opened when :meth:`run` was never called."""
+        self.stop()
+        await self._shutdown()
 
     def stop(self) -> None:
         """Ask the daemon to stop: no new job starts; the job in flight ends its batch, or is

@@ -23,7 +23,6 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -273,12 +272,10 @@ async def test_sigkill_during_webhooks_and_batch_writes_loses_and_doubles_nothin
         # the daemon was down twice while the client kept posting
         assert client.failures["ConnectError"] > 0
 
-        open_rows: Callable[[], bool] = lambda: (
-            env.query(  # noqa: E731
-                "SELECT count(*) FROM inbox WHERE status IN ('pending', 'failed', 'processing')"
-            )
-            == [(0,)]
-        )
+        def open_rows() -> bool:
+            statuses = "('pending', 'failed', 'processing')"
+            return env.query(f"SELECT count(*) FROM inbox WHERE status IN {statuses}") == [(0,)]
+
         await eventually(open_rows, within=30, what="inbox processed")
 
         # every event that got a 2xx is in the inbox, processed
