@@ -4,14 +4,31 @@
 of Brevo every ``sync.poll_interval`` seconds, and a full reconciliation every
 ``sync.reconcile_interval`` (APScheduler 3, ``max_instances=1``, ``coalesce=True``).
 
+Two kinds of database lease make several daemons on one PostgreSQL safe (DESIGN §8):
+
+- **The pull lease** ``pull:{side}:{object_type}`` (:func:`pull_lease_name`) says *which daemon
+  runs that pull*. Under :meth:`Daemon.run` it is sticky: the first daemon to take it keeps it
+  for as long as it lives, renewed by a heartbeat every third of ``lease_ttl`` between runs and
+  during them, and gives it up only when it stops; the other daemons skip that pull. So each
+  pull runs in exactly one daemon, once per interval (not once per daemon). A daemon killed
+  with SIGKILL stops renewing: its pull leases expire after ``lease_ttl`` and the next daemon
+  whose pull comes due takes them over (at once when the dead holder was a process of this
+  host, :func:`holder_is_dead`). ``run --once`` takes the pull lease for the run only.
+- **The engine lease** ``sync:{object_type}`` (:func:`lease_name`) is the engine-pass lock:
+  whatever writes one object type — a pull, the reconciliation, an inbox-worker pass,
+  ``resync``, ``dlq retry`` — holds it, because those passes share links, field state, cursors
+  and the resync stage table, and two passes creating the same new contact at once would
+  create it twice. A pull holds its pull lease *and* the engine lease while it runs; it waits
+  up to ``lease_wait`` seconds for the engine lease (an inbox pass of another daemon usually
+  holds it for a moment) before skipping the run. The pull lease alone cannot be the lock:
+  the HubSpot and Brevo pulls of one object type, owned by two daemons, would run at once.
+
 Every job run:
 
-1. waits for its object type's in-process lock (the jobs of one object type never overlap:
-   they share links, cursors and the resync stage table);
-2. takes the object type's lease in the database (:func:`lease_name`), so that of several
-   daemons on one database exactly one works on an object type at a time; a lease held by
-   someone else skips the run; a dead holder's lease is taken over once it expires. The lease
-   is renewed while the job runs and released after it;
+1. waits for its object type's in-process lock (the jobs of one object type never overlap);
+2. takes its pull lease (pulls only; held elsewhere → the run is skipped), then the engine
+   lease (see above). Both are renewed every third of ``lease_ttl`` while the job runs; if
+   either is lost (the database said another holder has it) the job is cancelled;
 3. closes the ``running`` runs of a dead holder of that lease (``interrupted``), then records
    its own run (``start_run`` … ``finish_run`` with the outcome's counts, ``ok`` or ``failed``
    and the error) and logs one line with the counts.
@@ -19,14 +36,18 @@ Every job run:
 A failing job is logged and recorded; it never stops the daemon. :meth:`Daemon.stop` (SIGTERM,
 SIGINT) lets the batch in flight finish (the pull checks ``stop`` between batches), waits at
 most ``stop_grace`` seconds, cancels what is left (its run is recorded ``interrupted``; the
-cursors were committed batch by batch, so nothing is lost) and returns.
+cursors were committed batch by batch, so nothing is lost), releases its leases and returns.
 
 Webhooks (``webhooks:`` in the config): :meth:`Daemon.run` also serves the intake app
 (:mod:`connector.web`) on ``server.host:server.port`` and runs the inbox worker loop
 (:class:`~connector.worker.InboxWorker`), whose engine passes hold the same per-object lock and
-lease as the jobs (:meth:`Daemon.inbox_lease`). On stop the web server stops accepting first,
-then the worker finishes its batch; the inbox is durable, so whatever arrived is processed
-after the restart. :meth:`Daemon.run_once` drains the inbox once after the pulls.
+engine lease as the jobs (:meth:`Daemon.inbox_lease`). The worker's claims on inbox rows last
+``lease_ttl`` and are renewed while a pass runs; the claims of a dead worker become claimable
+again when they expire, or at once when the heartbeat finds their holder was a process of this
+host that died (:meth:`Daemon.reap_dead_claims`, also run at start). On stop the web server
+stops accepting first, then the worker finishes its batch; the inbox is durable, so whatever
+arrived is processed after the restart. :meth:`Daemon.run_once` drains the inbox once after
+the pulls.
 
 Operations: the daemon owns the process's one Prometheus registry (:attr:`Daemon.metrics`,
 :mod:`connector.metrics`), shared by the web app's ``/metrics``, both API clients and the
@@ -64,7 +85,7 @@ from connector.metrics import Metrics, SyncMetrics
 from connector.onboarding.runner import HookRunner, RunnerResult
 from connector.retention import RetentionResult, run_retention
 from connector.runtime import Runtime
-from connector.store import db, leases, runs
+from connector.store import db, inbox, leases, runs
 from connector.store.models import Run, System, utcnow
 from connector.worker import InboxWorker, ObjectBusy, WorkerResult
 
@@ -89,6 +110,8 @@ SYSTEMS: tuple[System, ...] = ("hubspot", "brevo")
 LEASE_TTL = timedelta(seconds=60)
 #: Seconds a stop waits for the job in flight before cancelling it (systemd waits 15).
 STOP_GRACE = 6.0
+#: Seconds a job that may run waits for the engine lease held by another daemon.
+LEASE_WAIT = 5.0
 #: Most failure texts joined into a run's error.
 _MAX_FAILURES_SHOWN = 5
 
@@ -137,6 +160,12 @@ def lease_name(object_type: str) -> str:
     ``connector resync`` should hold it too, so that it never overlaps a daemon's job.
     """
     return f"sync:{object_type}"
+
+
+def pull_lease_name(system: System, object_type: str) -> str:
+    """The database lease that says which daemon runs the pull of ``system``'s
+    ``object_type`` (sticky under :meth:`Daemon.run`; see the module docstring)."""
+    return f"pull:{system}:{object_type}"
 
 
 @dataclass(frozen=True)
@@ -228,6 +257,7 @@ class Daemon:
         pull: PullFn | None = None,
         reconcile: ReconcileFn | None = None,
         lease_ttl: timedelta = LEASE_TTL,
+        lease_wait: float = LEASE_WAIT,
         stop_grace: float = STOP_GRACE,
         clock: Callable[[], datetime] = utcnow,
         worker: InboxWorker | None = None,
@@ -241,6 +271,7 @@ class Daemon:
         self._pull = pull or self._default_pull
         self._reconcile = reconcile or self._default_reconcile
         self.lease_ttl = lease_ttl
+        self.lease_wait = lease_wait
         self.stop_grace = stop_grace
         self.clock = clock
         self._stopping = asyncio.Event()
@@ -250,8 +281,13 @@ class Daemon:
         self.scheduler: AsyncIOScheduler | None = None
         self.log = log.bind(worker=self.worker_id)
         self.worker = worker or InboxWorker(
-            runtime, worker_id=self.worker_id, guard=self.inbox_lease
+            runtime, worker_id=self.worker_id, guard=self.inbox_lease, lease=lease_ttl
         )
+        #: The pull leases this daemon holds (kept between runs while :attr:`keep_pull_leases`).
+        self.owned: set[str] = set()
+        #: Sticky pull leases: keep a pull lease after its run (set by :meth:`run`).
+        self.keep_pull_leases = False
+        self._heartbeat_task: asyncio.Task[None] | None = None
         hooks = self.settings.webhooks
         #: the coalescing window (``webhooks.coalesce_seconds``), at least 50 ms between polls
         self.inbox_idle_wait = (
@@ -308,52 +344,130 @@ class Daemon:
         async with self._locks[spec.object_type]:
             if self._stopping.is_set():
                 return JobResult(spec, "skipped", error="stopping")
-            if not await self._acquire(spec):
-                self.log.info("job.skipped", job=spec.name, reason="lease held by another daemon")
-                return JobResult(spec, "skipped", error="lease held by another daemon")
+            pull = self._pull_lease(spec)
+            if pull is not None and not await self._take(pull):
+                self.log.info("job.skipped", job=spec.name, reason="pull run by another daemon")
+                return JobResult(spec, "skipped", error="pull run by another daemon")
             try:
-                return await self._leased(spec)
+                if not await self._acquire(spec):
+                    self.log.info(
+                        "job.skipped", job=spec.name, reason="lease held by another daemon"
+                    )
+                    return JobResult(spec, "skipped", error="lease held by another daemon")
+                try:
+                    return await self._leased(spec)
+                finally:
+                    await self._release(lease_name(spec.object_type))
             finally:
-                await self._release(spec)
+                if pull is not None and not self.keep_pull_leases:
+                    await self._release(pull)
+
+    def _pull_lease(self, spec: JobSpec) -> str | None:
+        if spec.kind != "pull" or spec.system is None:
+            return None
+        return pull_lease_name(spec.system, spec.object_type)
+
+    async def _take(self, name: str) -> bool:
+        """Take (or keep) lease ``name``; remember it as owned."""
+        async with self.sessions() as s, s.begin():
+            took = await acquire_lease(s, name, self.worker_id, self.lease_ttl, self.clock())
+        if took and name not in self.owned:
+            self.owned.add(name)
+            self.log.info("lease.taken", lease=name)
+        return took
 
     async def _acquire(self, spec: JobSpec) -> bool:
+        """Take the engine lease, waiting up to ``lease_wait`` seconds for another daemon."""
         name = lease_name(spec.object_type)
-        now = self.clock()
-        async with self.sessions() as s, s.begin():
-            if not await acquire_lease(s, name, self.worker_id, self.lease_ttl, now):
+        deadline = time.monotonic() + self.lease_wait
+        while True:
+            now = self.clock()
+            async with self.sessions() as s, s.begin():
+                if await acquire_lease(s, name, self.worker_id, self.lease_ttl, now):
+                    # We hold the lease: a run of this job still "running" belongs to a dead
+                    # holder.
+                    closed = await runs.mark_interrupted(
+                        s, now, kind=spec.kind, system=spec.system, object_type=spec.object_type
+                    )
+                    break
+            if time.monotonic() >= deadline or self._stopping.is_set():
                 return False
-            # We hold the lease: a run of this job still "running" belongs to a dead holder.
-            closed = await runs.mark_interrupted(
-                s, now, kind=spec.kind, system=spec.system, object_type=spec.object_type
-            )
+            await asyncio.sleep(min(0.2, max(self.lease_wait / 10, 0.01)))
         if closed:
             self.log.warning("job.interrupted_runs_closed", job=spec.name, runs=closed)
         return True
 
-    async def _release(self, spec: JobSpec) -> None:
+    async def _release(self, name: str) -> None:
+        self.owned.discard(name)
         with contextlib.suppress(Exception):
             async with self.sessions() as s, s.begin():
-                await leases.release(s, lease_name(spec.object_type), self.worker_id)
+                await leases.release(s, name, self.worker_id)
+
+    async def _renew(self, names: Sequence[str]) -> list[str]:
+        """Renew ``names``; the ones another holder has now (lost). Raises on a DB error."""
+        lost: list[str] = []
+        async with self.sessions() as s, s.begin():
+            for name in names:
+                if not await leases.renew(s, name, self.worker_id, self.lease_ttl, self.clock()):
+                    lost.append(name)
+        for name in lost:
+            self.owned.discard(name)
+        return lost
 
     async def _keep_lease(
         self, spec: JobSpec, work: asyncio.Task[Outcome], lost: asyncio.Event
     ) -> None:
-        """Renew the lease every third of its TTL; cancel ``work`` if it was lost."""
+        """Renew the job's leases every third of their TTL; cancel ``work`` if one was lost."""
         every = self.lease_ttl.total_seconds() / 3
-        name = lease_name(spec.object_type)
+        names = [lease_name(spec.object_type)]
+        pull = self._pull_lease(spec)
+        if pull is not None:
+            names.append(pull)
         while True:
             await asyncio.sleep(every)
             try:
-                async with self.sessions() as s, s.begin():
-                    kept = await leases.renew(s, name, self.worker_id, self.lease_ttl, self.clock())
+                gone = await self._renew(names)
             except Exception as e:  # the database hiccuped: try again next time
                 self.log.warning("lease.renew_failed", job=spec.name, error=str(e))
                 continue
-            if not kept:
-                self.log.error("lease.lost", job=spec.name)
+            if gone:
+                self.log.error("lease.lost", job=spec.name, leases=gone)
                 lost.set()
                 work.cancel()
                 return
+
+    async def _heartbeat(self) -> None:
+        """While :meth:`run` runs: renew the owned pull leases between their runs, and free
+        the inbox claims of dead local workers, every third of ``lease_ttl``."""
+        every = self.lease_ttl.total_seconds() / 3
+        while True:
+            await asyncio.sleep(every)
+            try:
+                gone = await self._renew(sorted(self.owned))
+                await self.reap_dead_claims()
+            except Exception as e:  # the database hiccuped: try again next time
+                self.log.warning("lease.heartbeat_failed", error=scrub(str(e)))
+                continue
+            for name in gone:
+                self.log.warning("lease.lost", lease=name)
+
+    async def reap_dead_claims(self) -> int:
+        """Make the inbox rows claimed by dead processes of this host claimable now.
+
+        A worker killed with SIGKILL leaves its rows ``processing`` until their claim expires
+        (``lease_ttl``); on its own host it is known dead at once (:func:`holder_is_dead`), so
+        a restart picks its work up without waiting. Claims of other hosts wait for expiry.
+        """
+        now = self.clock()
+        async with self.sessions() as s, s.begin():
+            holders = await inbox.claim_holders(s, now)
+            dead = [h for h in holders if h != self.worker_id and holder_is_dead(h)]
+            freed = 0
+            for holder in dead:
+                freed += await inbox.expire_claims(s, holder, now)
+        if freed:
+            self.log.warning("worker.dead_claims_freed", holders=dead, events=freed)
+        return freed
 
     async def _leased(self, spec: JobSpec) -> JobResult:
         started = time.monotonic()
@@ -417,23 +531,27 @@ class Daemon:
     @asynccontextmanager
     async def inbox_lease(self, object_type: str) -> AsyncIterator[None]:
         """The worker's guard: ``object_type``'s in-process lock and database lease, as a job
-        holds them; :class:`LeaseBusy` at once if a job or another daemon has them."""
+        holds them. A job of this daemon is waited for (the claimed events stay claimed, their
+        claims renewed, and go through the moment the job ends: no busy pause); another
+        daemon's lease is :class:`LeaseBusy` at once (the events are handed back)."""
         lock = self._locks.setdefault(object_type, asyncio.Lock())
         if self._stopping.is_set():
             raise LeaseBusy("the daemon is stopping")
-        if lock.locked():
-            raise LeaseBusy(f"a job of {object_type} is running")
-        async with (
-            lock,
-            holding_lease(self.sessions, object_type, self.worker_id, ttl=self.lease_ttl, wait=0),
-        ):
-            async with self.sessions() as s, s.begin():
-                closed = await runs.mark_interrupted(
-                    s, self.clock(), kind="worker", object_type=object_type
-                )
-            if closed:
-                self.log.warning("worker.interrupted_runs_closed", object=object_type, runs=closed)
-            yield
+        async with lock:
+            if self._stopping.is_set():
+                raise LeaseBusy("the daemon is stopping")
+            async with holding_lease(
+                self.sessions, object_type, self.worker_id, ttl=self.lease_ttl, wait=0
+            ):
+                async with self.sessions() as s, s.begin():
+                    closed = await runs.mark_interrupted(
+                        s, self.clock(), kind="worker", object_type=object_type
+                    )
+                if closed:
+                    self.log.warning(
+                        "worker.interrupted_runs_closed", object=object_type, runs=closed
+                    )
+                yield
 
     async def drain_inbox(self) -> WorkerResult:
         """One pass of the inbox worker; never raises (a broken pass says why in ``error``).
@@ -510,6 +628,11 @@ class Daemon:
             hubspot_path=hooks.hubspot_path,
             brevo_path=hooks.brevo_path,
         )
+
+    @property
+    def listening(self) -> bool:
+        """Whether the webhook intake serves requests (after :meth:`start_web`)."""
+        return self._server is not None and bool(self._server.started)
 
     def start_worker(self) -> None:
         """Run the inbox worker loop until :meth:`stop`."""
@@ -632,6 +755,7 @@ class Daemon:
             results.append(await self._tracked(spec))
         if inbox and not self._stopping.is_set():
             try:
+                await self.reap_dead_claims()
                 await self.drain_inbox()
             except asyncio.CancelledError:  # the pass, cancelled by a stop: not us
                 if _current_task_cancelling():
@@ -683,10 +807,14 @@ class Daemon:
         """Schedule every job (with ``webhooks:`` configured, also serve the intake and run
         the inbox worker) and run until :meth:`stop`; then stop gracefully."""
         hooks = self.settings.webhooks
+        self.keep_pull_leases = True
         if hooks is not None:
-            await self.start_web(hooks)
+            if not self.listening:  # ``connector demo`` starts the intake first
+                await self.start_web(hooks)
+            await self.reap_dead_claims()
             self.start_worker()
         self.start_hooks()
+        self._heartbeat_task = asyncio.create_task(self._heartbeat(), name="lease heartbeat")
         self.scheduler = AsyncIOScheduler(timezone=UTC)
         now = self.clock()
         for spec in self.jobs():
@@ -739,7 +867,18 @@ class Daemon:
             self._listener.close()
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat_task
+        for name in sorted(self.owned):  # the next daemon need not wait for them to expire
+            await self._release(name)
         self.log.info("daemon.stopped")
+
+    async def close(self) -> None:
+        """Stop, and close what :meth:`start_web` opened when :meth:`run` was never called."""
+        self.stop()
+        await self._shutdown()
 
     def stop(self) -> None:
         """Ask the daemon to stop: no new job starts; the job in flight ends its batch, or is
@@ -828,6 +967,7 @@ def _failures_text(failures: Sequence[str]) -> str | None:
 
 __all__ = [
     "LEASE_TTL",
+    "LEASE_WAIT",
     "STOP_GRACE",
     "Daemon",
     "JobResult",
@@ -838,4 +978,5 @@ __all__ = [
     "default_worker_id",
     "holding_lease",
     "lease_name",
+    "pull_lease_name",
 ]

@@ -1,20 +1,32 @@
 """``connector demo``: the whole connector against the built-in sandboxes, no accounts needed.
 
-It starts both sandboxes on loopback with seeded contacts, writes a throw-away config and
-SQLite database, runs the connection test and the mapping check (creating the mapped custom
-fields), then the daemon: a first cycle links both accounts (an initial full sync), a few
-records are edited and created on each side as a person would in the UIs, the next cycle
-carries them across — printed field by field with the rule that decided — and a last cycle
-shows the sides in step (no write at all).
+It starts both sandboxes on loopback with seeded contacts, writes a throw-away config (with
+``server:`` and ``webhooks:`` on loopback) and SQLite database, runs the connection test and
+the mapping check (creating the mapped custom fields), then the daemon: a first cycle links
+both accounts (an initial full sync). Then the daemon runs for real — web intake, inbox worker,
+scheduled pulls — with both sandboxes' webhooks pointed at its intake (HubSpot's signed v3
+with the app secret, Brevo's with the bearer token): a few records are edited and created on
+each side as a person would in the UIs, one at a time, and each change is timed until it shows
+on the other side (printed field by field, with the measured delay). ``measure=N`` then times
+N more changes each way and prints the p50/p99 delays. A last cycle shows the sides in step
+(no write at all).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
+import secrets
+import socket
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import click
+import sqlalchemy as sa
 
 from connector.config import Settings, load_config
 from connector.daemon import Daemon, JobResult
@@ -24,8 +36,20 @@ from connector.onboarding import demo as onboarding_demo
 from connector.runtime import Runtime
 from connector.sandbox.server import SandboxServers
 from connector.store import db
+from connector.store.models import Run
 
 SEED_HUBSPOT = 40
+#: The worker's coalescing window in the demo (``webhooks.coalesce_seconds``; default 1 s).
+COALESCE_SECONDS = 0.25
+#: Seconds the demo waits for one change to reach the other side before calling it lost.
+ARRIVAL_TIMEOUT = 30.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def default_mappings_dir() -> Path:
@@ -64,29 +88,236 @@ def _describe(event: SyncEvent) -> str:
     return f"  ~ {who}: {event.field} {event.old!r} → {event.new!r}  ({origin} → {to})"
 
 
-def _edit_both_sides(servers: SandboxServers) -> list[str]:
-    """A marketer's and a sales rep's edits, as made in the two UIs."""
-    done: list[str] = []
-    hs = servers.hubspot
-    contacts = sorted(hs.stores["contacts"].live.items())
-    for object_id, obj in contacts[:2]:
-        hs.put_object("contacts", {"lifecyclestage": "customer"}, object_id)
-        done.append(f"HubSpot: {obj.props.get('email')} lifecycle stage → customer")
-    hs.put_object(
-        "contacts",
-        {"email": "grace.hopper@demo.example", "firstname": "Grace", "lastname": "Hopper"},
+@dataclass
+class Change:
+    """One edit made in a UI and how to see it on the other side."""
+
+    origin: str
+    """``hubspot`` or ``brevo``"""
+    text: str
+    make: Callable[[], object]
+    arrived: Callable[[], bool]
+
+
+def _brevo_attr(servers: SandboxServers, email: str, name: str) -> object:
+    contact = servers.brevo.get(email)
+    return None if contact is None else contact.attributes.get(name)
+
+
+def _hubspot_prop(servers: SandboxServers, email: str, name: str) -> object:
+    object_id = servers.hubspot.stores["contacts"].by_email.get(email.lower())
+    if object_id is None:
+        return None
+    props = servers.hubspot.get_object("contacts", object_id)
+    return None if props is None else props.get(name)
+
+
+def _brevo_is(servers: SandboxServers, email: str, name: str, value: object) -> bool:
+    return _brevo_attr(servers, email, name) == value
+
+
+def _brevo_moved(servers: SandboxServers, email: str, name: str, before: object) -> bool:
+    return _brevo_attr(servers, email, name) != before
+
+
+def _brevo_has(servers: SandboxServers, email: str) -> bool:
+    return servers.brevo.get(email) is not None
+
+
+def _hubspot_is(servers: SandboxServers, email: str, name: str, value: object) -> bool:
+    return _hubspot_prop(servers, email, name) == value
+
+
+def _demo_changes(servers: SandboxServers) -> list[Change]:
+    """A sales rep's edits in HubSpot and a marketer's in Brevo, as made in the two UIs."""
+    hs, br = servers.hubspot, servers.brevo
+    changes: list[Change] = []
+    for object_id, obj in sorted(hs.stores["contacts"].live.items())[:2]:
+        email = str(obj.props.get("email"))
+        before = _brevo_attr(servers, email, "LIFECYCLE_STAGE")
+        changes.append(
+            Change(
+                "hubspot",
+                f"{email}: lifecycle stage → customer",
+                partial(hs.put_object, "contacts", {"lifecyclestage": "customer"}, object_id),
+                partial(_brevo_moved, servers, email, "LIFECYCLE_STAGE", before),
+            )
+        )
+    grace = "grace.hopper@demo.example"
+    changes.append(
+        Change(
+            "hubspot",
+            f"{grace}: new contact",
+            partial(
+                hs.put_object,
+                "contacts",
+                {"email": grace, "firstname": "Grace", "lastname": "Hopper"},
+            ),
+            partial(_brevo_has, servers, grace),
+        )
     )
-    done.append("HubSpot: new contact grace.hopper@demo.example")
-    br = servers.brevo
-    for contact in list(br.contacts.values())[:2]:
-        if contact.email:
-            br.edit_contact(contact.email, {"LASTNAME": "Lovelace-Byron"})
-            done.append(f"Brevo:   {contact.email} LASTNAME → Lovelace-Byron")
-    return done
+    for contact in [c for c in br.contacts.values() if c.email][:2]:
+        email = str(contact.email)
+        changes.append(
+            Change(
+                "brevo",
+                f"{email}: LASTNAME {contact.attributes.get('LASTNAME')!r} → 'Lovelace-Byron'",
+                partial(br.edit_contact, email, {"LASTNAME": "Lovelace-Byron"}),
+                partial(_hubspot_is, servers, email, "lastname", "Lovelace-Byron"),
+            )
+        )
+    return changes
 
 
-async def _run(settings: Settings, servers: SandboxServers) -> int:
+async def _timed(change: Change, limit: float = ARRIVAL_TIMEOUT) -> float | None:
+    """Make ``change`` and poll the other side every 5 ms: seconds until it showed, or None."""
+    change.make()
+    started = time.perf_counter()
+    while not change.arrived():
+        if time.perf_counter() - started > limit:
+            return None
+        await asyncio.sleep(0.005)
+    return time.perf_counter() - started
+
+
+def _latency_changes(servers: SandboxServers, n: int) -> list[Change]:
+    """``n`` first-name edits in HubSpot and ``n`` last-name edits in Brevo, on linked contacts,
+    alternating sides."""
+    hs, br = servers.hubspot, servers.brevo
+    linked = [
+        e
+        for e in (c.email for c in br.contacts.values())
+        if e and _hubspot_prop(servers, e, "email")
+    ][:10]
+    changes: list[Change] = []
+    for k in range(n):
+        email = linked[k % len(linked)]
+        first, last = f"Speedy{k}", f"Swift{k}"
+        object_id = hs.stores["contacts"].by_email[email.lower()]
+        changes.append(
+            Change(
+                "hubspot",
+                email,
+                partial(hs.put_object, "contacts", {"firstname": first}, object_id),
+                partial(_brevo_is, servers, email, "FIRSTNAME", first),
+            )
+        )
+        changes.append(
+            Change(
+                "brevo",
+                email,
+                partial(br.edit_contact, email, {"LASTNAME": last}),
+                partial(_hubspot_is, servers, email, "lastname", last),
+            )
+        )
+    return changes
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The nearest-rank ``p``-th percentile (0 < p <= 100) of ``values``."""
+    ordered = sorted(values)
+    return ordered[max(math.ceil(p / 100 * len(ordered)) - 1, 0)]
+
+
+async def _measure(servers: SandboxServers, n: int) -> bool:
+    """Time ``n`` changes each way, one after the other; print p50/p99 per direction."""
+    click.secho(f"\nTiming {n} more changes each way (one at a time):", bold=True)
+    delays: dict[str, list[float]] = {"hubspot": [], "brevo": []}
+    lost = 0
+    for change in _latency_changes(servers, n):
+        delay = await _timed(change)
+        if delay is None:
+            lost += 1
+        else:
+            delays[change.origin].append(delay)
+    for origin, values in delays.items():
+        if values:
+            click.echo(
+                f"  {_ARROW[origin]}  n={len(values)}  p50={percentile(values, 50):.2f} s  "
+                f"p99={percentile(values, 99):.2f} s  max={max(values):.2f} s"
+            )
+    if lost:
+        click.secho(f"  {lost} change(s) did not arrive within {ARRIVAL_TIMEOUT:g} s", fg="red")
+    return not lost
+
+
+_ARROW = {"hubspot": "HubSpot → Brevo", "brevo": "Brevo → HubSpot"}
+
+
+async def _real_time(daemon: Daemon, servers: SandboxServers, measure: int) -> bool:
+    """``daemon`` for real (its intake already listening), changes timed; False if one got
+    lost."""
+    pulls_before = await _pulls_done(daemon)
+    runner = asyncio.create_task(daemon.run(), name="demo daemon")
+    try:
+        # the scheduler pulls both sides at start: let those finish, so the changes below
+        # travel by webhook
+        while await _pulls_done(daemon) < pulls_before + 2:
+            if runner.done():
+                runner.result()
+            await asyncio.sleep(0.02)
+        click.secho(
+            "\n$ connector run   (webhooks in, pulls every minute as a safety net)", bold=True
+        )
+        click.echo("  Editing records in the two UIs, one at a time, each timed until it shows")
+        click.echo("  on the other side:")
+        ok = True
+        for change in _demo_changes(servers):
+            if runner.done():
+                runner.result()  # the daemon broke: say why
+            delay = await _timed(change)
+            shown = f"{delay:5.2f} s" if delay is not None else "  not arrived"
+            ok = ok and delay is not None
+            click.echo(f"  {_ARROW[change.origin]}  {shown}  {change.text}")
+        if measure:
+            ok = await _measure(servers, measure) and ok
+    finally:
+        servers.hubspot.webhook_target_url = None  # the daemon stops: webhooks off
+        servers.brevo.webhooks.clear()
+        daemon.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+    return ok
+
+
+async def _pulls_done(daemon: Daemon) -> int:
+    async with daemon.sessions() as s:
+        count = await s.scalar(
+            sa.select(sa.func.count()).where(Run.kind == "pull", Run.status != "running")
+        )
+    return int(count or 0)
+
+
+async def _listen(daemon: Daemon, settings: Settings, servers: SandboxServers) -> None:
+    """Start the daemon's intake and point both sandboxes' webhooks at it, as
+    ``connector webhooks register`` and the HubSpot app's settings would."""
+    hooks, server = settings.webhooks, settings.server
+    assert hooks is not None and server is not None
+    await daemon.start_web(hooks)
+    base = server.public_url or f"http://{server.host}:{server.port}"
+    token = hooks.brevo_token.get_secret_value() if hooks.brevo_token else None
+    servers.point_webhooks_at(base + hooks.hubspot_path, base + hooks.brevo_path, token)
+    click.secho("$ connector webhooks register", bold=True)
+    click.echo(f"  Brevo: marketing webhook → {base}{hooks.brevo_path} (bearer token)")
+    click.echo(f"  HubSpot: app subscriptions → {base}{hooks.hubspot_path} (signed v3)\n")
+
+
+async def _run(
+    settings: Settings,
+    servers: SandboxServers,
+    run_checks: Callable[[Settings], Awaitable[int]],
+    measure: int,
+) -> int:
     async with Runtime.open(settings) as rt:
+        daemon = Daemon(rt, stop_grace=3.0)
+        await _listen(daemon, settings, servers)
+        click.secho("$ connector test", bold=True)
+        code = await run_checks(settings)
+        if code:
+            await daemon.close()
+            return code
+        click.echo()
+
         mapping = rt.mappings["contacts"]
         problems = await live_check(mapping, rt.hubspot, rt.brevo)
         created = await create_missing(mapping, problems, rt.hubspot, rt.brevo)
@@ -95,32 +326,14 @@ async def _run(settings: Settings, servers: SandboxServers) -> int:
             click.echo(f"  {line}")
         click.echo("  mapping OK\n")
 
-        daemon = Daemon(rt)
-        await daemon.prepare()
         results = await daemon.run_once(reconcile=False)
         _print_cycle(
             "$ connector run --once   (first cycle: initial full sync)", results, _writes(servers)
         )
         failed = [r for r in results if r.status != "ok"]
+        arrived = await _real_time(daemon, servers, measure)
 
-        click.secho("\nEditing a few records in the two UIs:", bold=True)
-        for line in _edit_both_sides(servers):
-            click.echo(f"  {line}")
-        before = _writes(servers)
-        await asyncio.sleep(0.01)
-        results = await daemon.run_once(reconcile=False)
-        after = _writes(servers)
-        _print_cycle(
-            "\n$ connector run --once   (carries the edits across)",
-            results,
-            (after[0] - before[0], after[1] - before[1]),
-        )
-        failed += [r for r in results if r.status != "ok"]
-        click.secho("What synced:", bold=True)
-        for event in _events(results):
-            click.echo(_describe(event))
-        await onboarding_demo.show(rt.sessions, "grace.hopper@demo.example")
-
+        daemon = Daemon(rt)
         before = _writes(servers)
         results = await daemon.run_once(reconcile=False)
         after = _writes(servers)
@@ -130,13 +343,17 @@ async def _run(settings: Settings, servers: SandboxServers) -> int:
         if delta != (0, 0):
             click.secho("  unexpected writes: the sides did not settle", fg="red")
             return 1
-    return 1 if failed else 0
+        onboarded = await onboarding_demo.show(rt.sessions, "grace.hopper@demo.example")
+    return 1 if failed or not arrived or not onboarded else 0
 
 
-async def run_demo(workdir: Path, run_checks: Callable[[Settings], Awaitable[int]]) -> int:
+async def run_demo(
+    workdir: Path, run_checks: Callable[[Settings], Awaitable[int]], *, measure: int = 0
+) -> int:
     """The demo in ``workdir`` (config and database go there).
 
-    ``run_checks(settings)`` is the CLI's connection test.
+    ``run_checks(settings)`` is the CLI's connection test; ``measure`` > 0 times that many
+    more changes each way and prints the p50/p99 change-to-other-side delays.
     """
     async with SandboxServers(seed_contacts=SEED_HUBSPOT) as servers:
         click.secho("Sandboxes up (loopback only, no accounts needed):", bold=True)
@@ -145,16 +362,19 @@ async def run_demo(workdir: Path, run_checks: Callable[[Settings], Awaitable[int
         config_path = workdir / "config.yaml"
         db_url = f"sqlite:///{workdir / 'connector.db'}"
         text = servers.config_yaml(db_url)
-        text += f"sync:\n  mappings_dir: {default_mappings_dir()}\n  default_region: FR\n"
+        port = _free_port()
+        text += (
+            f"sync:\n  mappings_dir: {default_mappings_dir()}\n  default_region: FR\n"
+            "  poll_interval: 60\n"
+            f"server:\n  host: 127.0.0.1\n  port: {port}\n"
+            f"  public_url: http://127.0.0.1:{port}\n"
+            f'webhooks:\n  brevo_token: "{secrets.token_urlsafe(18)}"\n'
+            f"  coalesce_seconds: {COALESCE_SECONDS}\n"
+        )
         text += onboarding_demo.config_yaml(workdir, default_mappings_dir())
         config_path.write_text(text, encoding="utf-8")
         click.echo(f"  config   {config_path}")
         settings = load_config(config_path)
         await asyncio.to_thread(db.upgrade, db_url, "head")
         click.echo(f"  database {db_url} (migrated)\n")
-        click.secho("$ connector test", bold=True)
-        code = await run_checks(settings)
-        if code:
-            return code
-        click.echo()
-        return await _run(settings, servers)
+        return await _run(settings, servers, run_checks, measure)

@@ -39,7 +39,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -246,11 +246,12 @@ class InboxWorker:
             return result
         open_ids = {i.id for i in items}
         try:
-            for batch in coalesce(items).values():
-                if stop is not None and stop.is_set():
-                    break
-                await self._process(batch, result)
-                open_ids.difference_update(batch.ids)
+            async with self._keeping_claims(open_ids):
+                for batch in coalesce(items).values():
+                    if stop is not None and stop.is_set():
+                        break
+                    await self._process(batch, result)
+                    open_ids.difference_update(batch.ids)
         finally:
             if open_ids:
                 result.released += len(open_ids)
@@ -263,6 +264,37 @@ class InboxWorker:
             **result.summary(),
         )
         return result
+
+    @contextlib.asynccontextmanager
+    async def _keeping_claims(self, ids: set[int]) -> AsyncIterator[None]:
+        """Renew the claim on ``ids`` (the live set: settled items leave it) every third of
+        the lease while the pass runs, so an engine pass longer than the lease keeps its items
+        and no other worker claims them meanwhile; a dead worker stops renewing."""
+        keeper = asyncio.create_task(self._renew_claims(ids), name="inbox claims")
+        try:
+            yield
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+
+    async def _renew_claims(self, ids: set[int]) -> None:
+        every = self.lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(every)
+            held = sorted(ids)
+            if not held:
+                continue
+            try:
+                async with self.sessions() as s, s.begin():
+                    kept = await inbox.renew_claims(
+                        s, held, worker=self.worker_id, lease=self.lease, now=self.clock()
+                    )
+            except Exception as exc:  # the database hiccuped: try again next time
+                self.log.warning("worker.claims_renew_failed", error=scrub(str(exc)))
+                continue
+            if kept < len(held):
+                self.log.warning("worker.claims_lost", held=len(held), kept=kept)
 
     async def _process(self, batch: ObjectBatch, result: WorkerResult) -> None:
         engine = self.engines.get(batch.object_type)

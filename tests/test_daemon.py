@@ -158,6 +158,7 @@ async def daemon(
     **kw: object,
 ) -> AsyncIterator[Daemon]:
     settings = make_settings(url, **(sync or {}))
+    kw.setdefault("lease_wait", 0.0)  # skip at once when another daemon holds the lease
     async with Runtime.open(settings, load_engines=False) as rt:
         yield Daemon(
             rt,

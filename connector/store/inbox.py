@@ -3,7 +3,9 @@
 Life of an item: ``pending`` → :func:`claim` (``processing``, leased to one worker, attempt
 counted) → :func:`complete` (``done``) or :func:`fail` (``failed`` until its next attempt, or
 ``dead`` after ``max_attempts``). A worker that dies leaves its items ``processing``; once the
-lease runs out another worker claims them again. Several daemons may share one PostgreSQL
+lease runs out another worker claims them again (a live worker keeps a long pass's items with
+:func:`renew_claims`; a daemon ends a dead local worker's claims at once with
+:func:`expire_claims`). Several daemons may share one PostgreSQL
 database: claiming uses ``SELECT … FOR UPDATE SKIP LOCKED``, so two workers never get the same
 item; on SQLite the ``BEGIN IMMEDIATE`` transaction serialises claims.
 
@@ -239,6 +241,54 @@ async def claim(
     ]
 
 
+async def renew_claims(
+    session: AsyncSession, ids: Iterable[int], *, worker: str, lease: timedelta, now: datetime
+) -> int:
+    """Extend ``worker``'s claim on ``ids`` to ``now + lease`` (a long engine pass keeps its
+    items); how many it still held — fewer means another worker claimed some after they
+    expired."""
+    renewed = 0
+    for chunk in _chunks(list(ids)):
+        stmt = (
+            sa.update(InboxRow)
+            .where(_owned(chunk, worker))
+            .values(claimed_until=now + lease)
+            .execution_options(synchronize_session=False)
+        )
+        renewed += _rowcount(await session.execute(stmt))
+    return renewed
+
+
+async def claim_holders(session: AsyncSession, now: datetime) -> list[str]:
+    """The workers holding unexpired claims at ``now`` (to look for dead ones)."""
+    stmt = (
+        sa.select(InboxRow.claimed_by)
+        .where(
+            InboxRow.status == "processing",
+            InboxRow.claimed_until > now,
+            InboxRow.claimed_by.is_not(None),
+        )
+        .distinct()
+    )
+    return sorted(h for h in (await session.scalars(stmt)).all() if h is not None)
+
+
+async def expire_claims(session: AsyncSession, worker: str, now: datetime) -> int:
+    """End ``worker``'s claims now (it is known dead): its items are claimable at once, and
+    the next claim counts their attempt."""
+    stmt = (
+        sa.update(InboxRow)
+        .where(
+            InboxRow.status == "processing",
+            InboxRow.claimed_by == worker,
+            InboxRow.claimed_until > now,
+        )
+        .values(claimed_until=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return _rowcount(await session.execute(stmt))
+
+
 def _owned(ids: Sequence[int], worker: str | None) -> sa.ColumnElement[bool]:
     where = sa.and_(InboxRow.id.in_(ids), InboxRow.status == "processing")
     return where if worker is None else sa.and_(where, InboxRow.claimed_by == worker)
@@ -438,15 +488,18 @@ __all__ = [
     "InboxInput",
     "InboxItem",
     "claim",
+    "claim_holders",
     "complete",
     "counts_by_status",
     "depth",
     "dirty_key",
     "enqueue",
+    "expire_claims",
     "fail",
     "list_dead",
     "pending_count",
     "purge_done",
     "release",
+    "renew_claims",
     "retry_now",
 ]
