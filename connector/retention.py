@@ -9,7 +9,8 @@ locks stay few):
 - finished runs started before it — but per job the newest run and the newest successful one
   stay, whatever their age (``connector status``, ``/healthz`` and the reconciliation
   schedule read them);
-- dead letters resolved before it.
+- dead letters resolved before it;
+- privacy tombstones (hashes of purged people's ids and e-mails) older than it.
 
 Kept whatever their age: dead inbox events and open dead letters (an operator has to look at
 them), pending or failed events, running runs, links and the field ledger.
@@ -31,7 +32,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from connector.errors import scrub
-from connector.store import deadletters, history, inbox, runs
+from connector.store import deadletters, history, inbox, purge, runs
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +48,7 @@ STEPS: tuple[tuple[str, Purge], ...] = (
     ("sync_history", history.purge),
     ("runs", runs.purge_finished),
     ("dead_letters_resolved", deadletters.purge_resolved),
+    ("privacy_tombstones", purge.purge_tombstones),
 )
 
 
@@ -81,7 +83,7 @@ async def purge_expired(
     if retention_days < 1 or chunk < 1:
         raise ValueError("retention_days and chunk must be at least 1")
     result = RetentionResult(before=now - timedelta(days=retention_days))
-    for name, purge in STEPS:
+    for name, purge_step in STEPS:
         deleted = 0
         while True:
             if stop is not None and stop():
@@ -89,7 +91,7 @@ async def purge_expired(
                 result.deleted[name] = deleted
                 return result
             async with sessions() as s, s.begin():
-                n = int(await purge(s, result.before, limit=chunk))
+                n = int(await purge_step(s, result.before, limit=chunk))
             deleted += n
             result.chunks += 1
             if n < chunk:

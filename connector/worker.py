@@ -51,7 +51,7 @@ from connector import events
 from connector.engine import Outcome, SyncEngine
 from connector.errors import ConnectorError, scrub
 from connector.events import BREVO_KINDS, HUBSPOT_KINDS, EventKind, EventsResult, event_kind
-from connector.store import inbox, runs
+from connector.store import inbox, purge, runs
 from connector.store.inbox import InboxItem
 from connector.store.models import utcnow
 
@@ -137,6 +137,8 @@ class WorkerResult:
     """What one :meth:`InboxWorker.run_once` did, in events unless said otherwise."""
 
     claimed: int = 0
+    forgotten: int = 0
+    """events about a person purged for GDPR: deleted on sight"""
     records: int = 0
     """distinct records handed to the engine"""
     passes: int = 0
@@ -173,6 +175,7 @@ class WorkerResult:
         """The worker's own counters (the engine's are in :attr:`counts`)."""
         return {
             "claimed": self.claimed,
+            "forgotten": self.forgotten,
             "records": self.records,
             "passes": self.passes,
             "completed": self.completed,
@@ -241,7 +244,12 @@ class InboxWorker:
             items = await inbox.claim(
                 s, worker=self.worker_id, limit=self.batch, lease=self.lease, now=self.clock()
             )
-        result = WorkerResult(claimed=len(items))
+            # events about a person purged for GDPR (e.g. the echo of our own deletion of
+            # their Brevo contact) are deleted, not processed or kept
+            forgotten = set(await purge.purged_items(s, items))
+            await purge.drop_inbox_rows(s, sorted(forgotten))
+        items = [i for i in items if i.id not in forgotten]
+        result = WorkerResult(claimed=len(items), forgotten=len(forgotten))
         if not items:
             return result
         open_ids = {i.id for i in items}

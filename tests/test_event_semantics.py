@@ -463,6 +463,7 @@ async def test_purge_person_removes_every_row_in_one_transaction(
         "skipped_records": 1,
         "jobs": 1,
         "enrollments": 1,
+        "tombstones": 3,
     }
     async with purge_db() as s:
         left = await ledger.load_links(s, "contacts", hubspot_ids=["101", "102"])

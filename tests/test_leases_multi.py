@@ -207,6 +207,11 @@ class RecordingEngine:
         self.who = who
         self.sessions = sessions
         self.seconds = seconds
+        # what the worker's event semantics read off an engine (plain changes only here)
+        self.object_type = "contacts"
+        self.mapping = None
+        self.deletions = None
+        self.clock = lambda: datetime.now(UTC)
         self.seen: list[str] = []
         self.holders: Counter[str | None] = Counter()
 
@@ -220,11 +225,19 @@ class RecordingEngine:
             self.holders.update(r[0] for r in rows)
         return Outcome()
 
+    async def settle_gone(self, out: Outcome, *, dry_run: bool = False) -> None:
+        """Nothing vanishes here."""
+
 
 def worker_on(
     sessions: async_sessionmaker[AsyncSession], engine: RecordingEngine, **kw: Any
 ) -> InboxWorker:
-    runtime = cast(Runtime, SimpleNamespace(sessions=sessions, engines={}))
+    runtime = cast(
+        Runtime,
+        SimpleNamespace(
+            sessions=sessions, engines={}, settings=settings_for("sqlite:///unused.db")
+        ),
+    )
     return InboxWorker(
         runtime,
         worker_id=engine.who,

@@ -31,11 +31,18 @@ from connector.config import (
 )
 from connector.daemon import Daemon
 from connector.engine import Outcome
-from connector.retention import purge_expired
+from connector.retention import STEPS, purge_expired
 from connector.runtime import Runtime
 from connector.store import db, deadletters, history, inbox, links, runs
 from connector.store.inbox import InboxInput
-from connector.store.models import DeadLetter, InboxItem, Run, SyncHistory, System
+from connector.store.models import (
+    DeadLetter,
+    InboxItem,
+    PurgedIdentity,
+    Run,
+    SyncHistory,
+    System,
+)
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 OLD = NOW - timedelta(days=31)  # past the default 30 days
@@ -138,6 +145,9 @@ async def test_purge_removes_what_is_past_retention_in_chunks_and_keeps_the_rest
     await seed_history(sessions)
     ids = await seed_runs(sessions)
     await seed_dead_letters(sessions)
+    async with sessions() as s, s.begin():
+        for n, age in enumerate((40, 31, 2)):
+            s.add(PurgedIdentity(hash=f"h{n}", purged_at=NOW - timedelta(days=age)))
 
     result = await purge_expired(sessions, retention_days=30, now=NOW, chunk=2)
 
@@ -147,9 +157,14 @@ async def test_purge_removes_what_is_past_retention_in_chunks_and_keeps_the_rest
         "sync_history": 7,
         "runs": 3,
         "dead_letters_resolved": 3,
+        "privacy_tombstones": 2,
     }
-    # chunks of 2: inbox 3 (2+2+1), history 4 (2+2+2+1), runs 2 (2+1), letters 2 (2+1)
-    assert result.chunks == 11 and not result.stopped
+    # chunks of 2: inbox 3 (2+2+1), history 4 (2+2+2+1), runs 2 (2+1), letters 2 (2+1),
+    # tombstones 2 (2+0)
+    assert result.chunks == 13 and not result.stopped
+    async with sessions() as s:
+        kept = (await s.execute(sa.select(PurgedIdentity.hash))).scalars().all()
+    assert kept == ["h2"]
     statuses = await column(sessions, sa.select(InboxItem.status).order_by(InboxItem.id))
     assert sorted(statuses) == ["dead", "done", "failed", "processing"]  # done: the recent one
     synced = await column(sessions, sa.select(SyncHistory.synced_at))
@@ -166,7 +181,7 @@ async def test_purge_removes_what_is_past_retention_in_chunks_and_keeps_the_rest
     assert letters == [RECENT, None]
 
     again = await purge_expired(sessions, retention_days=30, now=NOW, chunk=2)
-    assert again.total == 0 and again.chunks == 4  # one empty chunk per step
+    assert again.total == 0 and again.chunks == len(STEPS)  # one empty chunk per step
 
 
 async def test_purge_stops_between_chunks(sessions: async_sessionmaker[AsyncSession]) -> None:

@@ -265,6 +265,22 @@ class Enrollment(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class PurgedIdentity(Base):
+    """A privacy tombstone: the SHA-256 of one id or e-mail of a person purged for GDPR.
+
+    Webhooks about the person can still arrive after the purge (our own deletion of the Brevo
+    contact fires one): the worker deletes such inbox rows on sight instead of keeping them
+    until retention. Only hashes are kept, never the address; they expire with
+    ``sync.retention_days``.
+    """
+
+    __tablename__ = "purged_identities"
+    __table_args__ = (sa.Index("ix_purged_identities_purged_at", "purged_at"),)
+
+    hash: Mapped[str] = mapped_column(primary_key=True)
+    purged_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class HookState(Base):
     """Per hook: when it was enabled (only contacts created later enroll) and the
     round-robin position (how many owners it assigned)."""
@@ -407,6 +423,7 @@ __all__ = [
     "Lease",
     "Link",
     "OAuthToken",
+    "PurgedIdentity",
     "ResyncCheckpoint",
     "ResyncStage",
     "Run",

@@ -21,6 +21,11 @@ transaction, every row that names them — by HubSpot id, Brevo id or e-mail:
 ``cursors``         the ids among a cursor's boundary ids
 ==================  ===================================================================
 
+It then leaves tombstones (``purged_identities``: SHA-256 hashes of each id and e-mail, never
+the values): webhooks about the person that arrive later — our own deletion of the Brevo
+contact fires one — are deleted by the worker on sight (:func:`purged_items`) instead of
+waiting for retention. Tombstones expire after ``sync.retention_days``.
+
 Nothing is committed here: the caller commits, so the person is gone from all tables or from
 none. Matching the e-mail inside JSON and text columns is a substring scan (``LIKE``, escaped):
 slow on a huge inbox, but privacy deletions are rare and the inbox is purged after
@@ -29,15 +34,18 @@ slow on a huge inbox, but privacy deletions are rare and the inbox is purged aft
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from connector.store.db import dialect_insert
 from connector.store.jobs import identity_hash
 from connector.store.models import (
     Cursor,
@@ -47,10 +55,12 @@ from connector.store.models import (
     InboxItem,
     Job,
     Link,
+    PurgedIdentity,
     ResyncStage,
     Run,
     SkippedRecord,
     SyncHistory,
+    utcnow,
 )
 
 #: What replaces a purged e-mail inside kept texts (run errors).
@@ -190,11 +200,80 @@ async def purge_person(session: AsyncSession, person: Person) -> Counter[str]:
     counts["jobs"] = await _delete(session, Job, job_match)
     counts["enrollments"] = await _delete(session, Enrollment, enrollment_match)
 
+    counts["tombstones"] = await _tombstone(session, person)
     if emails:
         counts["runs"] = await _redact_runs(session, emails)
     if ids:
         counts["cursors"] = await _prune_cursors(session, ot, ids)
     return Counter({k: v for k, v in counts.items() if v})
+
+
+def tombstone_hash(kind: str, value: str) -> str:
+    """The tombstone of one id (``kind`` hubspot / brevo) or e-mail (``kind`` email)."""
+    key = value.strip().lower() if kind == "email" else value.strip()
+    return hashlib.sha256(f"{kind}:{key}".encode()).hexdigest()
+
+
+def _person_hashes(person: Person) -> list[str]:
+    return list(
+        dict.fromkeys(
+            [
+                *(tombstone_hash("hubspot", i) for i in person.hubspot_ids),
+                *(tombstone_hash("brevo", i) for i in person.brevo_ids),
+                *(tombstone_hash("email", e) for e in person.emails),
+            ]
+        )
+    )
+
+
+async def _tombstone(session: AsyncSession, person: Person) -> int:
+    hashes = _person_hashes(person)
+    if not hashes:
+        return 0
+    now = utcnow()
+    stmt = (
+        dialect_insert(session, PurgedIdentity)
+        .values([{"hash": h, "purged_at": now} for h in hashes])
+        .on_conflict_do_update(index_elements=[PurgedIdentity.hash], set_={"purged_at": now})
+    )
+    await session.execute(stmt)
+    return len(hashes)
+
+
+def item_hashes(source: str, object_id: str, payload: Any) -> list[str]:
+    """The tombstones an inbox item would match: its record's id or e-mail."""
+    if source == "pull":
+        system = payload.get("system") if isinstance(payload, dict) else None
+        return [tombstone_hash(str(system), object_id)] if system else []
+    if "@" in object_id:
+        return [tombstone_hash("email", object_id)]
+    return [tombstone_hash("hubspot" if source == "hubspot" else "brevo", object_id)]
+
+
+async def purged_items(session: AsyncSession, items: Sequence[Any]) -> list[int]:
+    """The ids of ``items`` (claimed inbox items) that name a purged person."""
+    wanted: dict[str, list[int]] = {}
+    for item in items:
+        for h in item_hashes(item.source, item.object_id, item.payload):
+            wanted.setdefault(h, []).append(item.id)
+    if not wanted:
+        return []
+    found = await session.scalars(
+        sa.select(PurgedIdentity.hash).where(PurgedIdentity.hash.in_(list(wanted)))
+    )
+    return sorted({i for h in found for i in wanted[h]})
+
+
+async def purge_tombstones(session: AsyncSession, before: datetime, *, limit: int) -> int:
+    """Drop up to ``limit`` tombstones older than ``before`` (retention, chunked)."""
+    oldest = (
+        sa.select(PurgedIdentity.hash)
+        .where(PurgedIdentity.purged_at < before)
+        .order_by(PurgedIdentity.purged_at)
+        .limit(limit)
+    )
+    stmt = sa.delete(PurgedIdentity).where(PurgedIdentity.hash.in_(oldest))
+    return _rowcount(await session.execute(stmt.execution_options(synchronize_session=False)))
 
 
 async def _redact_runs(session: AsyncSession, emails: Sequence[str]) -> int:
@@ -237,4 +316,21 @@ async def _prune_cursors(session: AsyncSession, object_type: str, ids: Sequence[
     return changed
 
 
-__all__ = ["REDACTED", "Person", "purge_person"]
+async def drop_inbox_rows(session: AsyncSession, ids: Sequence[int]) -> int:
+    """Delete inbox rows by id (events about a purged person)."""
+    if not ids:
+        return 0
+    stmt = sa.delete(InboxItem).where(InboxItem.id.in_(list(ids)))
+    return _rowcount(await session.execute(stmt.execution_options(synchronize_session=False)))
+
+
+__all__ = [
+    "REDACTED",
+    "Person",
+    "drop_inbox_rows",
+    "item_hashes",
+    "purge_person",
+    "purge_tombstones",
+    "purged_items",
+    "tombstone_hash",
+]
