@@ -50,6 +50,8 @@ class Client:
         self.accepted: list[tuple[str, bytes]] = []
         self.failures: Counter[str] = Counter()
         self.seq = 0
+        self.give_up_at: float | None = None
+        """once set (the test is ending), a post still failing then raises instead of looping"""
 
     def next_id(self) -> int:
         self.seq += 1
@@ -79,6 +81,8 @@ class Client:
                     return
                 assert response.status_code == 429, (response.status_code, response.text)
                 self.failures["429"] += 1
+            if self.give_up_at is not None and time.monotonic() > self.give_up_at:
+                raise RuntimeError(f"{source} webhook never accepted")
             await asyncio.sleep(0.05)
 
     def hubspot_event(self, kind: str, object_id: str, **fields: Any) -> dict[str, Any]:
@@ -266,6 +270,7 @@ async def test_sigkill_during_webhooks_and_batch_writes_loses_and_doubles_nothin
             await eventually(lambda: len(client.accepted) >= n + 10, what="webhooks after")
         finally:
             stop.set()
+            client.give_up_at = time.monotonic() + 20  # never hang on a daemon that is gone
             await asyncio.gather(*editors, return_exceptions=True)
             await client.http.aclose()
 
