@@ -760,13 +760,19 @@ class SyncEngine:
         wait = self.import_poll_every
         waited = 0.0
         checked_process = False
+        rounds = 0
         while True:
             await asyncio.sleep(wait)
             waited += wait
+            rounds += 1
             async for c in self.brevo.iter_contacts(modified_since=since - _SKEW):
                 key = normalise_email(c.email)
                 if key in wanted and self._kept_all(wanted[key], c):
                     seen[key] = c
+            if rounds > 1:
+                # Brevo does not touch a contact whose values the import left as they were
+                # (someone set them meanwhile): look at the existing ones not seen yet by id
+                await self._confirm_unmodified(wanted, seen)
             if len(seen) == len(wanted) or waited >= IMPORT_TIMEOUT:
                 break
             if not checked_process and waited >= 8 * self.import_poll_every:
@@ -790,6 +796,23 @@ class SyncEngine:
             failed += 1
         out.counts["failed"] += failed
         return failed
+
+    async def _confirm_unmodified(
+        self, wanted: dict[str, _Pair], seen: dict[str, BrevoContact]
+    ) -> None:
+        """Read the imported contacts that existed before and were not seen modified: those
+        already holding the values (the import changed nothing) are confirmed."""
+        by_id = {
+            int(p.brevo.id): key
+            for key, p in wanted.items()
+            if key not in seen and p.brevo is not None and str(p.brevo.id).isdigit()
+        }
+        if not by_id:
+            return
+        for c in await self.brevo.get_contacts_by_ids(list(by_id)):
+            key = by_id.get(int(c.id))
+            if key is not None and self._kept_all(wanted[key], c):
+                seen[key] = c
 
     def _kept_all(self, p: _Pair, contact: BrevoContact) -> bool:
         p.brevo_readback = contact

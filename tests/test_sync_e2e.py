@@ -213,6 +213,42 @@ async def test_an_edit_during_the_import_is_not_taken_for_a_dropped_value(
         await assert_quiet(env)
 
 
+async def test_an_import_brevo_does_not_list_as_modified_is_confirmed_by_id(
+    tmp_path: Path,
+) -> None:
+    """Brevo leaves a contact's modifiedAt alone when an import sets values it already holds
+    (someone set them meanwhile): the read-back finds it by id instead of waiting for
+    ``/processes`` and failing it."""
+    async with sync_env(tmp_path, import_threshold=5) as env:
+        ids = env.hs_state.seed_contacts(8, seed=7)
+        env.clock.advance(60)
+        await clean_cycle(env)
+        env.clock.advance(60)
+        for hid in ids:
+            env.hs_edit(hid, firstname="Unchanged-in-Brevo")
+        real_read = env.brevo.iter_contacts
+
+        class Nothing:
+            def __aiter__(self) -> Nothing:
+                return self
+
+            async def __anext__(self) -> Any:
+                raise StopAsyncIteration
+
+        def listing_without_changes(*args: Any, **kwargs: Any) -> Any:
+            if kwargs.get("modified_since") is not None:
+                return Nothing()  # the read-back's listing shows nothing modified
+            return real_read(*args, **kwargs)
+
+        env.brevo.iter_contacts = listing_without_changes  # type: ignore[method-assign]
+        out = await env.cycle()
+        env.brevo.iter_contacts = real_read  # type: ignore[method-assign]
+        assert out.counts["failed"] == 0, out.failures
+        assert out.counts["brevo_imported"] == len(ids)
+        assert env.br_state.calls.count(contains="/processes") == 0
+        await assert_quiet(env)
+
+
 async def test_many_creates_go_through_the_brevo_import_and_converge(tmp_path: Path) -> None:
     async with sync_env(tmp_path, import_threshold=5) as env:
         ids = env.hs_state.seed_contacts(12, seed=3)
