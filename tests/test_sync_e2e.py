@@ -249,6 +249,38 @@ async def test_an_import_brevo_does_not_list_as_modified_is_confirmed_by_id(
         await assert_quiet(env)
 
 
+async def test_webhooks_naming_linked_contacts_by_email_read_them_by_id_in_batches(
+    tmp_path: Path,
+) -> None:
+    """Brevo's webhooks name contacts by e-mail, and Brevo reads by e-mail one call each: the
+    linked ones are read by id, 20 per call; only an unlinked one costs a call of its own."""
+    async with sync_env(tmp_path) as env:
+        ids = env.hs_state.seed_contacts(45, seed=9)
+        env.clock.advance(60)
+        await clean_cycle(env)
+        env.clock.advance(60)
+        emails = [env.hs_values(h)["email"] or "" for h in ids]
+        for email in emails:
+            env.br_edit(email, LASTNAME="Batched")
+        env.br_create("stranger@example.org", FIRSTNAME="New")
+
+        def listings() -> int:  # GET /v3/contacts (?ids=…): the batch read
+            return sum(
+                1 for m, p, _ in env.br_state.calls.calls if (m, p) == ("GET", "/v3/contacts")
+            )
+
+        by_email_before = env.br_state.calls.count(method="GET", contains="@")
+        by_ids_before = listings()
+        out = await env.engine.sync(brevo_emails=[*emails, "stranger@example.org"])
+        assert out.counts["failed"] == 0, out.failures
+        assert env.br_state.calls.count(method="GET", contains="@") - by_email_before == 1
+        # 45 linked contacts, 20 per call: 3 (and 1 for the new HubSpot contact's follow-up)
+        assert listings() - by_ids_before == 4
+        for hid in ids:
+            assert env.hs_values(hid)["lastname"] == "Batched"
+        assert env.hs_by_email("stranger@example.org") is not None
+
+
 async def test_many_creates_go_through_the_brevo_import_and_converge(tmp_path: Path) -> None:
     async with sync_env(tmp_path, import_threshold=5) as env:
         ids = env.hs_state.seed_contacts(12, seed=3)
