@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
 from bench.harness import Proc, Sandboxes, config_text, free_port
 from bench.intake import percentile
 
@@ -28,13 +30,33 @@ POLL_INTERVAL = 30.0
 """The config default of ``sync.poll_interval``: the pull-only run uses it."""
 
 
-async def _wait_synced(sb: Sandboxes, contacts: int, daemon: Proc, within: float) -> None:
+def _initial_pulls_done(db: Path) -> bool:
+    """Whether the daemon's first pull of each side has finished (steady state from then)."""
+    engine = sa.create_engine(f"sqlite:///{db}")
+    try:
+        with engine.connect() as conn:
+            done = conn.execute(
+                sa.text(
+                    "SELECT count(DISTINCT system) FROM runs "
+                    "WHERE kind = 'pull' AND status != 'running'"
+                )
+            ).scalar_one()
+    except sa.exc.OperationalError:  # not migrated yet
+        return False
+    finally:
+        engine.dispose()
+    return int(done) >= 2
+
+
+async def _wait_synced(sb: Sandboxes, contacts: int, daemon: Proc, within: float, db: Path) -> None:
+    """Until Brevo holds every contact and both sides' initial pulls are over: the changes
+    are timed in steady state, not queued behind the first full sync."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if daemon.proc is not None and daemon.proc.poll() is not None:
             raise RuntimeError(f"connector run exited:\n{daemon.tail()}")
         data = await sb.contacts("brevo")
-        if len(data["contacts"]) >= contacts:
+        if len(data["contacts"]) >= contacts and await asyncio.to_thread(_initial_pulls_done, db):
             return
         await asyncio.sleep(1.0)
     raise RuntimeError(f"the initial sync of {contacts} contacts took over {within} s")
@@ -92,7 +114,7 @@ async def one_mode(webhooks: bool, contacts: int, seconds: float) -> dict[str, A
             await sb.webhooks("hubspot", target_url=f"http://127.0.0.1:{port}/webhooks/hubspot")
         daemon = Proc(config, ["run"], tmp / "daemon.log").start()
         try:
-            await _wait_synced(sb, contacts, daemon, within=900)
+            await _wait_synced(sb, contacts, daemon, within=900, db=tmp / "state.db")
             await asyncio.sleep(2.0)
             await sb.marks(clear=True)
             made = await _drive(sb, seconds)
