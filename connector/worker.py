@@ -103,6 +103,13 @@ class ObjectBatch:
         """Distinct records to read."""
         return len(self.hubspot_ids) + len(self.brevo_ids) + len(self.brevo_emails)
 
+    def brevo_changed_since(self, slack: timedelta = timedelta(minutes=2)) -> datetime | None:
+        """The earliest Brevo change these items could report: the first Brevo event's
+        arrival less ``slack`` (Brevo sends within seconds; a contact changed earlier that is
+        not listed is read by id anyway)."""
+        times = [i.received_at for i in self.items if i.system == "brevo" and i.source == "brevo"]
+        return min(times) - slack if times else None
+
     def add(self, item: InboxItem) -> None:
         """Take one item: remember its record unless the event needs no read."""
         self.items.append(item)
@@ -387,6 +394,7 @@ class InboxWorker:
                 hubspot_ids=list(batch.hubspot_ids),
                 brevo_ids=list(batch.brevo_ids),
                 brevo_emails=list(batch.brevo_emails),
+                brevo_changed_since=batch.brevo_changed_since(),
                 mode="incremental",
             )
             await engine.settle_gone(out)

@@ -281,6 +281,32 @@ async def test_webhooks_naming_linked_contacts_by_email_read_them_by_id_in_batch
         assert env.hs_by_email("stranger@example.org") is not None
 
 
+async def test_a_burst_of_brevo_webhooks_is_read_by_listing_what_changed(
+    tmp_path: Path,
+) -> None:
+    """70 contacts named by e-mail, changed after a known time: one listing of what changed
+    since then (1,000 per call) instead of 4 calls by id or 70 by e-mail."""
+    async with sync_env(tmp_path) as env:
+        ids = env.hs_state.seed_contacts(80, seed=11)
+        env.clock.advance(60)
+        await clean_cycle(env)
+        env.clock.advance(60)
+        since = env.clock.now()
+        env.clock.advance(5)
+        emails = [env.hs_values(h)["email"] or "" for h in ids[:70]]
+        for email in emails:
+            env.br_edit(email, LASTNAME="Listed")
+        before = list(env.br_state.calls.calls)
+        out = await env.engine.sync(brevo_emails=emails, brevo_changed_since=since)
+        assert out.counts["failed"] == 0, out.failures
+        new_calls = env.br_state.calls.calls[len(before) :]
+        reads = [(m, p) for m, p, _ in new_calls if m == "GET"]
+        assert not [p for _, p in reads if "@" in p]  # no read by e-mail
+        assert reads.count(("GET", "/v3/contacts")) == 1  # the one listing
+        for hid in ids[:70]:
+            assert env.hs_values(hid)["lastname"] == "Listed"
+
+
 async def test_many_creates_go_through_the_brevo_import_and_converge(tmp_path: Path) -> None:
     async with sync_env(tmp_path, import_threshold=5) as env:
         ids = env.hs_state.seed_contacts(12, seed=3)
