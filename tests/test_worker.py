@@ -263,7 +263,13 @@ async def test_engine_failure_retried_with_backoff_then_dead(
         first = await worker.run_once()
         assert (first.claimed, first.ignored, first.retried, first.dead) == (3, 1, 2, 0)
         assert calls == [
-            {"hubspot_ids": ["101"], "brevo_ids": [], "brevo_emails": [], "mode": "incremental"}
+            {
+                "hubspot_ids": ["101"],
+                "brevo_ids": [],
+                "brevo_emails": [],
+                "brevo_changed_since": None,
+                "mode": "incremental",
+            }
         ]
         assert (await worker.run_once()).claimed == 0  # not due yet
         at[0] += timedelta(seconds=10)
