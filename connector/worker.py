@@ -23,10 +23,12 @@ back (``sync.max_delete_share``; the refusal is logged and recorded as a failed 
 run), is retried with backoff — :attr:`InboxWorker.force` (``run --once --force``) lets held
 deletions through and makes them due at once; the pass raised → each item is retried with
 exponential backoff and ends ``dead`` after ``max_attempts`` (visible in the ``runs`` record of
-the pass and in the ``inbox`` table); the object type is busy (its lease is held by a pull or
-another daemon) → the items are released untried and claimed again later; no engine for the
-object type → ``done``, counted as ignored. Linked records the pass finds vanished are handed
-to the same semantics at its end (:meth:`SyncEngine.settle_gone`).
+the pass and in the ``inbox`` table); the object type is busy — a job of the same daemon holds
+its lock: the guard waits for it, the claims renewed meanwhile; another daemon holds its
+lease: the items are released untried and claimed again later; no engine for the object type →
+``done``, counted as ignored. Linked records the pass finds vanished are handed to the same
+semantics at its end (:meth:`SyncEngine.settle_gone`). Events about a person purged for GDPR
+(the privacy tombstones of :mod:`connector.store.purge`) are deleted at claim time, unread.
 
 :meth:`InboxWorker.run` loops until its stop event; when a pass found nothing it sleeps
 ``idle_wait`` seconds, which is the coalescing window: events for one record that arrive
