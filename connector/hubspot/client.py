@@ -328,23 +328,9 @@ class HubSpotClient:
         idempotent: bool | None = None,
         search: bool = False,
     ) -> Any:
-        """One raw API call under this client's limiters, retries, metrics and error mapping,
-        for modules that build on the client (onboarding, CRM objects); see :meth:`_request`."""
-        return await self._request(
-            method, route, json=json, params=params, idempotent=idempotent, search=search
-        )
-
-    async def _request(
-        self,
-        method: str,
-        route: RouteFor,
-        *,
-        json: Any = None,
-        params: Mapping[str, Any] | None = None,
-        idempotent: bool | None = None,
-        search: bool = False,
-    ) -> Any:
-        """One API call under the limiters and the retry policy; the parsed JSON (or None)."""
+        """One API call under the limiters, the retry policy, metrics and error mapping; the
+        parsed JSON (or None). Public for the modules that build on the client (onboarding,
+        CRM objects); the client's own methods call it as ``_request``."""
         if idempotent is None:
             idempotent = method in ("GET", "HEAD", "PUT", "DELETE")
         if not callable(route):
@@ -370,6 +356,8 @@ class HubSpotClient:
                 legacy=legacy.template,
             )
             return await self._with_retries(method, legacy, json, params, idempotent, search)
+
+    _request = request
 
     async def _with_retries(
         self,
