@@ -9,9 +9,11 @@ async engines; Alembic runs on a sync engine, so the functions that migrate are 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import sqlalchemy as sa
 from alembic import command
@@ -220,6 +222,62 @@ def dialect_insert(session: AsyncSession, model: type[Any]) -> postgresql.Insert
     raise StoreError(f"database.url: unsupported database {name!r}; use {_ACCEPTED}")
 
 
+# --- shared by the queue tables (inbox, jobs) -------------------------------------------------
+
+#: Longest error text kept per row.
+MAX_ERROR_LEN = 2000
+
+
+def rowcount(result: Any) -> int:
+    """The rows an ``UPDATE``/``DELETE``/``INSERT`` result touched."""
+    return cast(sa.CursorResult[Any], result).rowcount
+
+
+def clip_error(error: str) -> str:
+    """``error`` scrubbed of secrets and cut to :data:`MAX_ERROR_LEN` characters."""
+    text = scrub(error)
+    return text if len(text) <= MAX_ERROR_LEN else text[: MAX_ERROR_LEN - 1] + "…"
+
+
+async def record_failure(
+    session: AsyncSession,
+    table: Any,
+    row_id: int,
+    error: str,
+    *,
+    now: datetime,
+    max_attempts: int,
+    backoff: Callable[[int], timedelta],
+    permanent: bool = False,
+) -> Literal["retry", "dead"]:
+    """One failed attempt of a queue row (``table`` has ``attempts``, ``status``, the claim
+    columns, ``last_error``, ``next_attempt_at``): ``failed`` until ``now +
+    backoff(attempts)``, or ``dead`` at ``max_attempts`` (at once if ``permanent``).
+    ``backoff`` gets the attempts made so far (1 after the first failure)."""
+    attempts = await session.scalar(sa.select(table.attempts).where(table.id == row_id))
+    if attempts is None:
+        raise StoreError(f"{table.__tablename__} row {row_id} does not exist")
+    attempts = max(attempts, 1)
+    outcome: Literal["retry", "dead"] = "dead" if permanent or attempts >= max_attempts else "retry"
+    values: dict[str, Any] = {
+        "status": "dead" if outcome == "dead" else "failed",
+        "attempts": attempts,
+        "claimed_by": None,
+        "claimed_until": None,
+        "last_error": clip_error(error),
+        "updated_at": now,
+    }
+    if outcome == "retry":
+        values["next_attempt_at"] = now + backoff(attempts)
+    await session.execute(
+        sa.update(table)
+        .where(table.id == row_id)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return outcome
+
+
 # --- health check --------------------------------------------------------------------------
 
 
@@ -279,10 +337,12 @@ async def check(engine: AsyncEngine) -> DbStatus:
 
 __all__ = [
     "CHECK_TIMEOUT",
+    "MAX_ERROR_LEN",
     "DbStatus",
     "SqliteBegin",
     "alembic_config",
     "check",
+    "clip_error",
     "create_engine",
     "current_revision",
     "dialect_insert",
@@ -290,6 +350,8 @@ __all__ = [
     "head_revision",
     "is_sqlite",
     "migrations_dir",
+    "record_failure",
+    "rowcount",
     "session_factory",
     "to_async_url",
     "to_sync_url",

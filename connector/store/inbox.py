@@ -23,13 +23,11 @@ from typing import Any, Literal, cast, get_args
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from connector.errors import StoreError, scrub
+from connector.store.db import MAX_ERROR_LEN, record_failure, rowcount
 from connector.store.models import InboxItem as InboxRow
 from connector.store.models import InboxSource, InboxStatus, System, utcnow
 
 _CHUNK = 500
-#: Longest error text kept per item.
-MAX_ERROR_LEN = 2000
 #: Statuses of items still to process (:func:`pending_count`).
 OPEN_STATUSES: tuple[InboxStatus, ...] = ("pending", "failed", "processing")
 
@@ -89,15 +87,6 @@ def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]
         yield items[start : start + size]
 
 
-def _rowcount(result: Any) -> int:
-    return cast(sa.CursorResult[Any], result).rowcount
-
-
-def _clip(error: str) -> str:
-    text = scrub(error)
-    return text if len(text) <= MAX_ERROR_LEN else text[: MAX_ERROR_LEN - 1] + "…"
-
-
 async def enqueue(
     session: AsyncSession, items: Sequence[InboxInput], *, now: datetime | None = None
 ) -> int:
@@ -138,7 +127,7 @@ async def enqueue(
     inserted = 0
     for chunk in _chunks(rows):
         result = await conn.exec_driver_sql(sql, list(chunk))
-        inserted += _rowcount(result)
+        inserted += rowcount(result)
     return inserted
 
 
@@ -255,7 +244,7 @@ async def renew_claims(
             .values(claimed_until=now + lease)
             .execution_options(synchronize_session=False)
         )
-        renewed += _rowcount(await session.execute(stmt))
+        renewed += rowcount(await session.execute(stmt))
     return renewed
 
 
@@ -286,7 +275,7 @@ async def expire_claims(session: AsyncSession, worker: str, now: datetime) -> in
         .values(claimed_until=now, updated_at=now)
         .execution_options(synchronize_session=False)
     )
-    return _rowcount(await session.execute(stmt))
+    return rowcount(await session.execute(stmt))
 
 
 def _owned(ids: Sequence[int], worker: str | None) -> sa.ColumnElement[bool]:
@@ -310,7 +299,7 @@ async def complete(
             .values(status="done", claimed_by=None, claimed_until=None, updated_at=now or utcnow())
             .execution_options(synchronize_session=False)
         )
-        done += _rowcount(await session.execute(stmt))
+        done += rowcount(await session.execute(stmt))
     return done
 
 
@@ -333,7 +322,7 @@ async def release(
             )
             .execution_options(synchronize_session=False)
         )
-        released += _rowcount(await session.execute(stmt))
+        released += rowcount(await session.execute(stmt))
     return released
 
 
@@ -350,29 +339,9 @@ async def fail(
 
     ``backoff`` gets the number of attempts made so far (1 after the first failure).
     """
-    attempts = await session.scalar(sa.select(InboxRow.attempts).where(InboxRow.id == id))
-    if attempts is None:
-        raise StoreError(f"inbox item {id} does not exist")
-    attempts = max(attempts, 1)
-    outcome: Literal["retry", "dead"] = "dead" if attempts >= max_attempts else "retry"
-    values: dict[str, Any] = {
-        "status": "dead" if outcome == "dead" else "failed",
-        "attempts": attempts,
-        "claimed_by": None,
-        "claimed_until": None,
-        "last_error": _clip(error),
-        "updated_at": now,
-    }
-    if outcome == "retry":
-        values["next_attempt_at"] = now + backoff(attempts)
-    stmt = (
-        sa.update(InboxRow)
-        .where(InboxRow.id == id)
-        .values(**values)
-        .execution_options(synchronize_session=False)
+    return await record_failure(
+        session, InboxRow, id, error, now=now, max_attempts=max_attempts, backoff=backoff
     )
-    await session.execute(stmt)
-    return outcome
 
 
 async def retry_now(session: AsyncSession, *, error_prefix: str, now: datetime) -> int:
@@ -387,7 +356,7 @@ async def retry_now(session: AsyncSession, *, error_prefix: str, now: datetime) 
         .values(next_attempt_at=now, updated_at=now)
         .execution_options(synchronize_session=False)
     )
-    return _rowcount(await session.execute(stmt))
+    return rowcount(await session.execute(stmt))
 
 
 async def pending_count(session: AsyncSession) -> int:
@@ -477,7 +446,7 @@ async def purge_done(session: AsyncSession, before: datetime, *, limit: int | No
         chunk = sa.select(InboxRow.id).where(where).order_by(InboxRow.id).limit(limit)
         where = InboxRow.id.in_(chunk.scalar_subquery())
     stmt = sa.delete(InboxRow).where(where).execution_options(synchronize_session=False)
-    return _rowcount(await session.execute(stmt))
+    return rowcount(await session.execute(stmt))
 
 
 __all__ = [

@@ -24,8 +24,7 @@ from typing import Any, Literal, cast, get_args
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from connector.errors import StoreError, scrub
-from connector.store.db import dialect_insert
+from connector.store.db import MAX_ERROR_LEN, clip_error, dialect_insert, record_failure, rowcount
 from connector.store.models import (
     Enrollment,
     EnrollmentSource,
@@ -36,8 +35,6 @@ from connector.store.models import (
     utcnow,
 )
 
-#: Longest error text kept per job.
-MAX_ERROR_LEN = 2000
 #: Statuses ``connector hooks list --failed`` shows.
 FAILED_STATUSES: tuple[JobStatus, ...] = ("failed", "dead")
 
@@ -137,15 +134,6 @@ def _record(r: Any, resumed: bool = False) -> JobRecord:
         updated_at=r.updated_at,
         resumed=resumed,
     )
-
-
-def _clip(error: str) -> str:
-    text = scrub(error)
-    return text if len(text) <= MAX_ERROR_LEN else text[: MAX_ERROR_LEN - 1] + "…"
-
-
-def _rowcount(result: Any) -> int:
-    return cast(sa.CursorResult[Any], result).rowcount
 
 
 # --- adding ---------------------------------------------------------------------------------
@@ -283,7 +271,7 @@ async def extend(
         .values(claimed_until=now + lease)
         .execution_options(synchronize_session=False)
     )
-    return _rowcount(await session.execute(stmt))
+    return rowcount(await session.execute(stmt))
 
 
 # --- finishing ------------------------------------------------------------------------------
@@ -304,7 +292,7 @@ async def save_state(
         .values(state=dict(state))
         .execution_options(synchronize_session=False)
     )
-    return _rowcount(await session.execute(stmt)) == 1
+    return rowcount(await session.execute(stmt)) == 1
 
 
 async def succeed(
@@ -329,7 +317,7 @@ async def succeed(
         )
         .execution_options(synchronize_session=False)
     )
-    return _rowcount(await session.execute(stmt)) == 1
+    return rowcount(await session.execute(stmt)) == 1
 
 
 async def fail(
@@ -344,28 +332,16 @@ async def fail(
 ) -> Literal["retry", "dead"]:
     """Record a failed attempt: retried at ``now + backoff(attempts)``, or ``dead`` at the
     limit (at once if ``permanent``: retrying cannot help)."""
-    attempts = await session.scalar(sa.select(Job.attempts).where(Job.id == job_id))
-    if attempts is None:
-        raise StoreError(f"job {job_id} does not exist")
-    attempts = max(attempts, 1)
-    outcome: Literal["retry", "dead"] = "dead" if permanent or attempts >= max_attempts else "retry"
-    values: dict[str, Any] = {
-        "status": "dead" if outcome == "dead" else "failed",
-        "attempts": attempts,
-        "claimed_by": None,
-        "claimed_until": None,
-        "last_error": _clip(error),
-        "updated_at": now,
-    }
-    if outcome == "retry":
-        values["next_attempt_at"] = now + backoff(attempts)
-    await session.execute(
-        sa.update(Job)
-        .where(Job.id == job_id)
-        .values(**values)
-        .execution_options(synchronize_session=False)
+    return await record_failure(
+        session,
+        Job,
+        job_id,
+        error,
+        now=now,
+        max_attempts=max_attempts,
+        backoff=backoff,
+        permanent=permanent,
     )
-    return outcome
 
 
 async def defer(
@@ -381,7 +357,7 @@ async def defer(
             next_attempt_at=until,
             claimed_by=None,
             claimed_until=None,
-            last_error=_clip(reason),
+            last_error=clip_error(reason),
             updated_at=now,
         )
         .execution_options(synchronize_session=False)
@@ -405,7 +381,7 @@ async def release(session: AsyncSession, ids: Sequence[int], *, worker: str, now
         )
         .execution_options(synchronize_session=False)
     )
-    return _rowcount(await session.execute(stmt))
+    return rowcount(await session.execute(stmt))
 
 
 async def retry(
@@ -634,7 +610,7 @@ async def set_enrollment(
     await session.execute(
         sa.update(Enrollment)
         .where(Enrollment.id == enrollment_id)
-        .values(status=status, reason=_clip(reason) if reason else None, updated_at=now)
+        .values(status=status, reason=clip_error(reason) if reason else None, updated_at=now)
         .execution_options(synchronize_session=False)
     )
 

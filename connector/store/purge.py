@@ -40,12 +40,12 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from connector.store.db import dialect_insert
+from connector.store.db import dialect_insert, rowcount
 from connector.store.jobs import identity_hash
 from connector.store.models import (
     Cursor,
@@ -98,10 +98,6 @@ class Person:
         )
 
 
-def _rowcount(result: Any) -> int:
-    return cast(sa.CursorResult[Any], result).rowcount
-
-
 def _mentions(column: Any, emails: Sequence[str]) -> sa.ColumnElement[bool]:
     """``column`` (text or JSON) contains one of ``emails``, case-insensitively."""
     text = sa.func.lower(sa.cast(column, sa.Text()))
@@ -115,7 +111,7 @@ def _any(*conditions: sa.ColumnElement[bool] | None) -> sa.ColumnElement[bool]:
 
 async def _delete(session: AsyncSession, table: Any, where: sa.ColumnElement[bool]) -> int:
     stmt = sa.delete(table).where(where).execution_options(synchronize_session=False)
-    return _rowcount(await session.execute(stmt))
+    return rowcount(await session.execute(stmt))
 
 
 async def purge_person(session: AsyncSession, person: Person) -> Counter[str]:
@@ -273,7 +269,7 @@ async def purge_tombstones(session: AsyncSession, before: datetime, *, limit: in
         .limit(limit)
     )
     stmt = sa.delete(PurgedIdentity).where(PurgedIdentity.hash.in_(oldest))
-    return _rowcount(await session.execute(stmt.execution_options(synchronize_session=False)))
+    return rowcount(await session.execute(stmt.execution_options(synchronize_session=False)))
 
 
 async def _redact_runs(session: AsyncSession, emails: Sequence[str]) -> int:
@@ -321,7 +317,7 @@ async def drop_inbox_rows(session: AsyncSession, ids: Sequence[int]) -> int:
     if not ids:
         return 0
     stmt = sa.delete(InboxItem).where(InboxItem.id.in_(list(ids)))
-    return _rowcount(await session.execute(stmt.execution_options(synchronize_session=False)))
+    return rowcount(await session.execute(stmt.execution_options(synchronize_session=False)))
 
 
 __all__ = [
