@@ -65,7 +65,6 @@ import signal
 import socket
 import time
 import uuid
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -79,9 +78,9 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from connector.config import ServerSettings
-from connector.engine import Outcome, SyncEngine
+from connector.engine import Outcome
 from connector.errors import ConnectorError, scrub
-from connector.metrics import Metrics, SyncMetrics
+from connector.metrics import Metrics
 from connector.onboarding.runner import HookRunner, RunnerResult
 from connector.retention import RetentionResult, run_retention
 from connector.runtime import Runtime
@@ -652,7 +651,7 @@ class Daemon:
         self.runtime.hubspot.attach_metrics(metrics.api)
         self.runtime.brevo.attach_metrics(metrics.api)
         for engine in self.runtime.engines.values():
-            count_writes(engine, metrics.sync)
+            engine.on_pass_counts = metrics.sync.count
         return metrics
 
     def schedule_retention(self) -> None:
@@ -903,38 +902,6 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
-
-
-_COUNTED: weakref.WeakKeyDictionary[SyncEngine, SyncMetrics] = weakref.WeakKeyDictionary()
-
-
-def count_writes(engine: SyncEngine, metrics: SyncMetrics) -> None:
-    """Count the records every ``engine.sync`` pass writes in ``metrics``
-    (``connector_records_synced``): pulls, reconciliations and the inbox worker all go
-    through it. Wraps the instance's ``sync`` once; a second call only retargets it.
-
-    Callers may pass an ``out`` that earlier passes filled (a pull sums its batches in one):
-    only this pass's increase is counted. The engine's own follow-up pass (``follow_up``)
-    fills the caller's ``out`` and is counted with it. A dry run writes nothing.
-    """
-    first = engine not in _COUNTED
-    _COUNTED[engine] = metrics
-    if not first:
-        return
-    sync = engine.sync
-
-    @functools.wraps(sync)
-    async def counted(*args: Any, **kwargs: Any) -> Outcome:
-        given = kwargs.get("out")
-        before = dict(given.counts) if isinstance(given, Outcome) else {}
-        outcome = await sync(*args, **kwargs)
-        target = _COUNTED.get(engine)
-        if target is not None and not kwargs.get("dry_run") and not kwargs.get("follow_up"):
-            delta = {k: v - before.get(k, 0) for k, v in outcome.counts.items()}
-            target.count(engine.object_type, delta)
-        return outcome
-
-    engine.sync = counted  # type: ignore[method-assign]
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -222,6 +222,10 @@ class SyncEngine:
     ) -> None:
         self.mapping = mapping
         self.on_events = on_events
+        #: ``(object_type, counts)`` after each pass that could write (not a dry run; the
+        #: follow-up pass counted with its caller), with the counts that pass added — the
+        #: daemon's ``connector_records_synced`` metric.
+        self.on_pass_counts: Callable[[str, dict[str, int]], None] | None = None
         self.object_type = mapping.object
         self.hubspot = hubspot
         self.brevo = brevo
@@ -273,6 +277,7 @@ class SyncEngine:
         by id (20 per call) or by e-mail (one each). Pass ``out`` to add this pass's counts,
         plans and events to a running total.
         """
+        before = dict(out.counts) if out is not None else {}
         out = out if out is not None else Outcome()
         hs_records = {r.id: r for r in hubspot}
         br_records = {str(c.id): c for c in brevo}
@@ -311,6 +316,10 @@ class SyncEngine:
                 out=out,
                 follow_up=True,
                 brevo_source=brevo_source,
+            )
+        if self.on_pass_counts is not None and not follow_up:
+            self.on_pass_counts(
+                self.object_type, {k: v - before.get(k, 0) for k, v in out.counts.items()}
             )
         return out
 
