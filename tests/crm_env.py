@@ -33,9 +33,7 @@ def deals_mapping(pipeline_id: str, stage_ids: list[str]) -> Mapping:
     """mappings/deals.yaml with its value maps filled with the Brevo sandbox's ids."""
     text = (ROOT / "mappings" / "deals.yaml").read_text()
     text = text.replace("REPLACE-WITH-BREVO-PIPELINE-ID", f'"{pipeline_id}"')
-    stages = "\n".join(
-        f'        {hs}: "{br}"' for hs, br in zip(HS_STAGES, stage_ids, strict=True)
-    )
+    stages = "\n".join(f'        {hs}: "{br}"' for hs, br in zip(HS_STAGES, stage_ids, strict=True))
     start = text.index("        appointmentscheduled:")
     end = text.index("\n\n", start)
     text = text[:start] + stages + text[end:]
@@ -83,9 +81,7 @@ class CrmEnv:
         self.env.hs_state.disassociate(from_type, int(fid), to_type, int(tid))
 
     def hs_assoc(self, from_type: str, fid: str, to_type: str) -> set[str]:
-        return {
-            str(t) for t, _ in self.env.hs_state.associations_of(from_type, int(fid), to_type)
-        }
+        return {str(t) for t, _ in self.env.hs_state.associations_of(from_type, int(fid), to_type)}
 
     # --- Brevo side ----------------------------------------------------------------------------
 
@@ -176,7 +172,9 @@ class CrmEnv:
 
 
 @asynccontextmanager
-async def crm_env(tmp_path: Path, objects: tuple[str, ...] = ("companies",)) -> AsyncIterator[CrmEnv]:
+async def crm_env(
+    tmp_path: Path, objects: tuple[str, ...] = ("companies",)
+) -> AsyncIterator[CrmEnv]:
     async with sync_env(tmp_path) as env:
         bed = CrmEnv(env)
 

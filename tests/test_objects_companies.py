@@ -172,8 +172,11 @@ async def test_resync_of_1000_companies_is_batched(tmp_path: Path) -> None:
         bed.env.br_state.calls.clear()
         bed.env.hs_state.log.clear()
         await bed.assert_quiet("companies")
-        print("\nin-step resync of 2000:", dict(bed.env.hs_state.log.by_endpoint()),
-              dict(bed.env.br_state.calls.by_endpoint()))
+        print(
+            "\nin-step resync of 2000:",
+            dict(bed.env.hs_state.log.by_endpoint()),
+            dict(bed.env.br_state.calls.by_endpoint()),
+        )
 
 
 @pytest.mark.parametrize("policy", ["delete", "blocklist", "ignore"])
