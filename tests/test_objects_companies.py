@@ -24,7 +24,7 @@ async def acme(bed: CrmEnv) -> tuple[str, str]:
 
 async def test_hubspot_company_reaches_brevo_and_no_echo(tmp_path: Path) -> None:
     async with crm_env(tmp_path) as bed:
-        hid, bid = await acme(bed)
+        _hid, bid = await acme(bed)
         rec = bed.br_get("companies", bid)
         assert rec is not None
         assert rec.attributes["name"] == "Acme"

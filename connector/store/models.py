@@ -422,8 +422,8 @@ class AssociationState(Base):
 
 
 __all__ = [
-    "AssociationState",
     "NAMING_CONVENTION",
+    "AssociationState",
     "Base",
     "BigIntPK",
     "Cursor",
