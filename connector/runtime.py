@@ -21,8 +21,8 @@ from connector.errors import ConfigError
 from connector.hubspot.auth import DbTokenStore
 from connector.hubspot.client import HubSpotClient
 from connector.mapping import Mapping, load_mapping
-from connector.onboarding.enroll import HookEvents
 from connector.objects.base import ObjectSync
+from connector.onboarding.enroll import HookEvents
 from connector.store import db
 
 #: object types synced today, in the order they run: contacts by the engine, the others by an
