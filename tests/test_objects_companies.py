@@ -118,9 +118,11 @@ async def test_incremental_pulls_and_webhook_ids(tmp_path: Path) -> None:
     async with crm_env(tmp_path) as bed:
         sync = bed.companies
         hid, bid = await acme(bed)
-        # first pulls set the cursors (a full resync each)
+        # the first pull is a full resync that starts both cursors
         await sync.pull("hubspot")
+        bed.env.br_state.calls.clear()
         await sync.pull("brevo")
+        assert bed.env.br_state.calls.count(contains="/companies") == 1  # one page, not a resync
         bed.env.clock.advance(300)
         bed.hs_edit("companies", hid, industry="Pulled")
         bed.env.clock.advance(10)
@@ -132,13 +134,23 @@ async def test_incremental_pulls_and_webhook_ids(tmp_path: Path) -> None:
         bed.env.clock.advance(10)
         await sync.pull("brevo")
         assert bed.hs_get("companies", hid)["industry"] == "From Brevo"  # type: ignore[index]
+        # a pull after those reads them again (lookback) and writes nothing
+        before = bed.writes()
+        bed.env.clock.advance(10)
+        await sync.pull("hubspot")
+        await sync.pull("brevo")
+        assert bed.writes() == before
+        # webhook ids: a new HubSpot company
         new = bed.hs_create("companies", name="Hooli", domain="hooli.xyz")
         await sync.sync_ids(hubspot_ids=[new])
         assert await bed.brevo_id("companies", new)
-        # a webhook for a Brevo-only company with a known domain links, not duplicates
-        other = bed.br_create("companies", "Hooli", domain="hooli.xyz")
+        # a Brevo company named by a webhook pairs with the HubSpot one of its domain
+        umbrella = bed.hs_create("companies", name="Umbrella", domain="umbrella.com")
+        other = bed.br_create("companies", "Umbrella Corp", domain="www.umbrella.com")
         out = await sync.sync_ids(brevo_ids=[other])
-        assert out.counts["hubspot_created"] == 1 or await bed.hubspot_id("companies", other)
+        assert out.counts["hubspot_created"] == 0 and out.counts["brevo_created"] == 0
+        assert await bed.hubspot_id("companies", other) == umbrella
+        assert len(bed.hs_ids("companies")) == 3
 
 
 async def test_resync_of_1000_companies_is_batched(tmp_path: Path) -> None:
@@ -220,3 +232,40 @@ async def test_mass_delete_guard(tmp_path: Path) -> None:
         bed.companies.force = True
         await bed.companies.resync()
         assert bed.hs_ids("companies") == []
+
+
+# --- wiring: runtime, daemon, worker, CLI ------------------------------------------------------
+
+
+async def test_runtime_daemon_worker_and_cli_drive_companies(tmp_path: Path) -> None:
+    from test_worker import hs_event, worker_env
+
+    from connector.objects.crm_sync import CrmObjectSync
+
+    async with worker_env(tmp_path, hubspot=2) as env:
+        assert isinstance(env.rt.objects["companies"], CrmObjectSync)
+        assert isinstance(env.rt.objects["deals"], CrmObjectSync)
+        jobs = [(j.kind, j.object_type, j.system) for j in env.daemon.jobs()]
+        for object_type in ("companies", "deals"):
+            assert ("pull", object_type, "hubspot") in jobs
+            assert ("pull", object_type, "brevo") in jobs
+            assert ("reconcile", object_type, None) in jobs
+        # run --once: first pulls (full resyncs) of every object type
+        results = await env.daemon.run_once(reconcile=False)
+        assert all(r.status == "ok" for r in results), [r.error for r in results]
+        hs, br = env.cli.servers.hubspot, env.cli.servers.brevo
+        # a company.creation webhook reaches Brevo through the worker
+        cid = hs.put_object("companies", {"name": "Webhooked", "domain": "hook.io"})
+        await env.post_hubspot([hs_event(cid, 1, subscriptionType="company.creation")])
+        drained = await env.daemon.drain_inbox()
+        assert drained.passes == 1 and not drained.failures
+        assert [r.attributes["name"] for r in br.crm.companies.values()] == ["Webhooked"]
+        # resync --object companies --dry-run plans nothing more; a Brevo-only one is planned
+        br.crm.create("company", "Brevo only", {"domain": "brevo-only.io"})
+        code, out, err = await env.cli.cli("resync", "--object", "companies", "--dry-run")
+        assert code == 0, out + err
+        assert "companies" in out
+        assert len(hs.stores["companies"].live) == 1  # a dry run writes nothing
+        code, out, err = await env.cli.cli("resync", "--object", "companies", "--yes")
+        assert code == 0, out + err
+        assert len(hs.stores["companies"].live) == 2

@@ -205,11 +205,16 @@ class CrmObjectSync:
         async with self.sessions() as s:
             cursor = await cursors.get_cursor(s, system, self.object_type)
         if cursor.last_value is None:
+            # a full resync reads both sides: it starts every cursor not started yet, so the
+            # other side's first pull is incremental (no second full read)
             started = self.clock()
             out = await self.resync(mode="initial")
             async with self.sessions() as s, s.begin():
-                mark = started - SKEW if system == "brevo" else started
-                await cursors.save_cursor(s, cursors.Cursor(system, self.object_type, mark))
+                for side in self.pull_systems:
+                    current = await cursors.get_cursor(s, side, self.object_type)
+                    if current.last_value is None:
+                        mark = started - SKEW if side == "brevo" else started
+                        await cursors.save_cursor(s, cursors.Cursor(side, self.object_type, mark))
             return out
         if system == "hubspot":
             return await self._pull_hubspot(cursor, stop)
