@@ -115,3 +115,30 @@ async def test_resync_of_1000_deals_is_batched(tmp_path: Path) -> None:
             dict(bed.env.br_state.calls.by_endpoint()),
         )
         await bed.assert_quiet("deals")
+
+
+async def test_deal_brevo_refuses_goes_to_dead_letters(tmp_path: Path) -> None:
+    async with crm_env(tmp_path, ("deals",)) as bed:
+        bed.env.br_state.crm.stages.pop()  # the stage "closedlost" maps to is gone
+        hid = bed.hs_create("deals", dealname="D", pipeline="default", dealstage="closedlost")
+        bed.env.clock.advance(60)
+        out = await bed.deals.resync()
+        assert out.counts["dead_lettered"] == 1 and out.counts["failed"] == 1
+        letters = await bed.env.dead_letters()
+        assert [(d.object_type, d.object_id) for d in letters] == [("deals", hid)]
+        assert "mappings check" in letters[0].error
+        assert not bed.env.br_state.crm.deals
+        assert not await bed.links("deals")
+
+
+async def test_deal_deleted_in_hubspot_is_deleted_in_brevo(tmp_path: Path) -> None:
+    async with crm_env(tmp_path, ("deals",)) as bed:
+        bed.deals.on_hubspot_delete = "delete"
+        hid = bed.hs_create("deals", dealname="D", pipeline="default", dealstage="qualifiedtobuy")
+        await bed.cycle("deals")
+        bid = await bed.brevo_id("deals", hid)
+        state = bed.env.hs_state
+        state.archive("deals", state.stores["deals"].get(int(hid)))
+        await bed.deals.sync_ids(hubspot_ids=[hid])  # the deal.deletion webhook
+        assert bed.br_get("deals", bid) is None
+        await bed.assert_quiet("deals")
