@@ -279,14 +279,18 @@ async def _resync(
     await asyncio.to_thread(db.upgrade, settings.database.url, "head")
     failed = 0
     async with Runtime.open(settings) as rt:
-        unknown = [o for o in objects if o not in rt.engines]
+        synced = [*rt.engines, *rt.objects]
+        unknown = [o for o in objects if o not in synced]
         if unknown:
             _fail(
                 f"not synced: {', '.join(unknown)} — enable it under connectors.hubspot.sync "
-                f"(synced now: {', '.join(rt.engines) or 'nothing'})",
+                f"(synced now: {', '.join(synced) or 'nothing'})",
                 2,
             )
-        for object_type in objects or list(rt.engines):
+        for object_type in objects or synced:
+            if object_type in rt.objects:
+                failed += await _resync_object(rt, console, object_type, direction, dry_run, force)
+                continue
             engine = rt.engines[object_type]
             _force_deletions(engine, rt, force)
             if direction:
@@ -313,8 +317,37 @@ async def _resync(
     return 1 if failed else 0
 
 
+async def _resync_object(
+    rt: Any, console: Any, object_type: str, direction: str | None, dry_run: bool, force: bool
+) -> int:
+    """``resync`` of an object type synced by an ObjectSync (companies, deals, …)."""
+    from connector.daemon import LeaseBusy, default_worker_id, holding_lease
+    from connector.resync_view import plan_table, print_samples, summary_table
+
+    obj = rt.objects[object_type]
+    if force and hasattr(obj, "force"):
+        obj.force = True
+    if direction and hasattr(obj, "direction"):
+        obj.direction = direction
+    started = time.monotonic()
+    try:
+        async with holding_lease(rt.sessions, object_type, default_worker_id()):
+            out = await obj.resync(mode="resync", dry_run=dry_run)
+    except LeaseBusy as e:
+        _fail(str(e), 1)
+    if dry_run:
+        console.print(plan_table(object_type, out))
+        print_samples(console, out)
+    else:
+        console.print(summary_table(object_type, out, time.monotonic() - started))
+    for line in out.failures[:5]:
+        console.print(f"[red]{scrub(line)}[/red]", highlight=False)
+    return int(out.counts.get("failed", 0))
+
+
 @cli.command("resync")
 @click.option("--objects", default="", help="Comma-separated object types (default: all synced).")
+@click.option("--object", "object_", default="", help="One object type (e.g. companies).")
 @click.option(
     "--direction",
     type=click.Choice(["bidirectional", "hubspot_to_brevo", "brevo_to_hubspot"]),
@@ -329,6 +362,7 @@ async def _resync(
 def resync_cmd(
     ctx: click.Context,
     objects: str,
+    object_: str,
     direction: str | None,
     since: str | None,
     dry_run: bool,
@@ -337,7 +371,7 @@ def resync_cmd(
 ) -> None:
     """Full sync: stream every record of both sides, write only the differences."""
     settings = _settings(ctx)
-    wanted = [o.strip() for o in objects.split(",") if o.strip()]
+    wanted = [o.strip() for o in f"{objects},{object_}".split(",") if o.strip()]
     if not dry_run and not yes:
         if not sys.stdin.isatty():
             _fail("resync writes to both accounts: add --yes (or try --dry-run first)", 2)
@@ -369,13 +403,16 @@ async def _run_daemon(settings: Settings, once: bool, force: bool = False) -> in
         if force:  # pulls, reconciliation and the inbox worker alike
             for engine in rt.engines.values():
                 _force_deletions(engine, rt, True)
+            for obj in rt.objects.values():
+                if hasattr(obj, "force"):
+                    obj.force = True
             daemon.worker.force = True
         daemon.install_signal_handlers()
         try:
             await daemon.prepare()
         except ConnectorError as e:
             _fail(str(e), 1)
-        if not rt.engines:
+        if not rt.engines and not rt.objects:
             _fail("nothing to sync: enable an object under connectors.hubspot.sync", EXIT_CONFIG)
         if not once:
             try:

@@ -266,7 +266,9 @@ class Daemon:
         self.settings = runtime.settings
         self.sessions = runtime.sessions
         self.worker_id = worker_id or default_worker_id()
-        self.objects = list(objects if objects is not None else runtime.engines)
+        self.objects = list(
+            objects if objects is not None else [*runtime.engines, *runtime.objects]
+        )
         self._pull = pull or self._default_pull
         self._reconcile = reconcile or self._default_reconcile
         self.lease_ttl = lease_ttl
@@ -310,13 +312,17 @@ class Daemon:
         """Every job, in cycle order: per object, pull HubSpot, pull Brevo, reconcile."""
         specs: list[JobSpec] = []
         for object_type in self.objects:
-            specs += [JobSpec("pull", object_type, system) for system in SYSTEMS]
+            obj = self.runtime.objects.get(object_type)
+            systems = obj.pull_systems if obj is not None else SYSTEMS
+            specs += [JobSpec("pull", object_type, system) for system in systems]
             specs.append(JobSpec("reconcile", object_type))
         return specs
 
     async def _default_pull(self, object_type: str, system: System, stop: StopCheck) -> Outcome:
         from connector.pull import Puller
 
+        if object_type in self.runtime.objects:
+            return await self.runtime.objects[object_type].pull(system, stop=stop)
         puller = self._pullers.get(object_type)
         if not isinstance(puller, Puller):
             lookback = timedelta(seconds=self.settings.sync.lookback_seconds)
@@ -327,6 +333,8 @@ class Daemon:
     async def _default_reconcile(self, object_type: str) -> Outcome:
         from connector.resync import resync
 
+        if object_type in self.runtime.objects:
+            return await self.runtime.objects[object_type].resync(mode="reconcile")
         return await resync(self.runtime.engines[object_type], mode="reconcile")
 
     async def _call(self, spec: JobSpec) -> Outcome:
@@ -652,6 +660,8 @@ class Daemon:
         self.runtime.brevo.attach_metrics(metrics.api)
         for engine in self.runtime.engines.values():
             engine.on_pass_counts = metrics.sync.count
+        for obj in self.runtime.objects.values():
+            obj.on_pass_counts = metrics.sync.count
         return metrics
 
     def schedule_retention(self) -> None:

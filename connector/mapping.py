@@ -68,6 +68,9 @@ READ_ONLY_HUBSPOT: frozenset[str] = frozenset(
     }
 )
 KNOWN_OBJECTS = ("contacts", "companies", "deals", "tickets")
+#: Objects synced with Brevo's CRM (companies, deals), whose attributes have lower-case
+#: internal names (``name``, ``deal_stage``…), unlike contact attributes.
+CRM_OBJECTS = frozenset({"companies", "deals"})
 #: Brevo attributes the connector writes itself.
 RESERVED_BREVO = frozenset({"EXT_ID"})
 
@@ -548,6 +551,7 @@ def check_mapping_text(
     raw_entries = data.get("fields")
     raw_list = raw_entries if isinstance(raw_entries, list) else []
     identity = _identity_of(data)
+    checker.lower_case_brevo = data.get("object") in CRM_OBJECTS
     compiled = checker.fields(raw_list, entries, identity, default_region, locked)
     checker.problems.sort(key=lambda p: p.line or 0)
     if header is None or checker.has_errors():
@@ -577,6 +581,8 @@ class _Checker:
         self.file = file
         self.root: yaml.Node | None = None
         self.problems: list[Problem] = []
+        #: a companies/deals file: Brevo CRM attribute names are lower case
+        self.lower_case_brevo = False
 
     def has_errors(self) -> bool:
         return any(p.severity == "error" for p in self.problems)
@@ -706,6 +712,8 @@ class _Checker:
         if brevo.upper() in RESERVED_BREVO:
             message = f"{brevo} is reserved: the connector writes the HubSpot id there"
             self.add((*at, "brevo"), message, name=name)
+        elif self.lower_case_brevo:
+            return  # CRM attributes: Brevo's internal names, lower case
         elif not (identity and brevo == identity.brevo) and not _BREVO_NAME.fullmatch(brevo):
             fix = re.sub(r"[^A-Z0-9_]", "_", brevo.upper())
             message = f"Brevo attribute names are UPPER_CASE: write {fix}"

@@ -21,11 +21,15 @@ from connector.errors import ConfigError
 from connector.hubspot.auth import DbTokenStore
 from connector.hubspot.client import HubSpotClient
 from connector.mapping import Mapping, load_mapping
+from connector.objects.base import ObjectSync
 from connector.onboarding.enroll import HookEvents
 from connector.store import db
 
-#: object types the engine syncs today, in the order they run
-SUPPORTED_OBJECTS = ("contacts",)
+#: object types synced today, in the order they run: contacts by the engine, the others by an
+#: :class:`~connector.objects.base.ObjectSync` each (registered in :attr:`Runtime.objects`)
+SUPPORTED_OBJECTS = ("contacts", "companies", "deals")
+#: the object types :meth:`Runtime.add_object` builds a CRM object sync for
+CRM_OBJECTS = ("companies", "deals")
 
 
 def mapping_path(settings: Settings, object_type: str) -> Path:
@@ -46,6 +50,8 @@ class Runtime:
     sessions: async_sessionmaker[AsyncSession]
     mappings: dict[str, Mapping] = field(default_factory=dict)
     engines: dict[str, SyncEngine] = field(default_factory=dict)
+    #: every other object type's sync, by object type (companies, deals, …)
+    objects: dict[str, ObjectSync] = field(default_factory=dict)
 
     @classmethod
     @asynccontextmanager
@@ -59,14 +65,17 @@ class Runtime:
         try:
             if load_engines:
                 for object_type in enabled_objects(settings):
-                    rt.add_engine(object_type)
+                    if object_type in CRM_OBJECTS:
+                        rt.add_object(object_type)
+                    else:
+                        rt.add_engine(object_type)
             yield rt
         finally:
             await hubspot.aclose()
             await brevo.aclose()
             await db_engine.dispose()
 
-    def add_engine(self, object_type: str) -> SyncEngine:
+    def _load_mapping(self, object_type: str) -> Mapping:
         path = mapping_path(self.settings, object_type)
         if not path.is_file():
             raise ConfigError(
@@ -74,7 +83,35 @@ class Runtime:
                 f"mappings/ folder, or set sync.mappings_dir in the config",
                 key="sync.mappings_dir",
             )
-        mapping = load_mapping(path, default_region=self.settings.sync.default_region)
+        return load_mapping(path, default_region=self.settings.sync.default_region)
+
+    def add_object(self, object_type: str) -> ObjectSync:
+        """Build the two-way CRM sync of companies or deals and register it."""
+        from datetime import timedelta
+
+        from connector.objects.crm_sync import CrmObjectSync
+
+        mapping = self._load_mapping(object_type)
+        sync = self.settings.sync
+        lists = self.settings.connectors.hubspot.lists
+        obj = CrmObjectSync(
+            mapping=mapping,
+            hubspot=self.hubspot,
+            brevo=self.brevo,
+            sessions=self.sessions,
+            direction=self.settings.connectors.hubspot.direction,
+            lookback=timedelta(seconds=sync.lookback_seconds),
+            on_hubspot_delete=sync.on_hubspot_delete,
+            on_brevo_delete=sync.on_brevo_delete,
+            max_delete_share=sync.max_delete_share,
+            import_list_ids=[lists.all_contacts] if lists.all_contacts else [],
+        )
+        self.mappings[object_type] = mapping
+        self.objects[object_type] = obj
+        return obj
+
+    def add_engine(self, object_type: str) -> SyncEngine:
+        mapping = self._load_mapping(object_type)
         lists = self.settings.connectors.hubspot.lists
         engine = SyncEngine(
             mapping=mapping,

@@ -53,6 +53,7 @@ from connector import events
 from connector.engine import Outcome, SyncEngine
 from connector.errors import ConnectorError, scrub
 from connector.events import BREVO_KINDS, HUBSPOT_KINDS, EventKind, EventsResult, event_kind
+from connector.objects.base import ObjectSync
 from connector.store import inbox, purge, runs
 from connector.store.inbox import InboxItem
 from connector.store.models import utcnow
@@ -224,6 +225,8 @@ class InboxWorker:
             raise ValueError("batch and max_attempts must be at least 1")
         self.sessions = runtime.sessions
         self.engines = engines if engines is not None else runtime.engines
+        #: object types synced by an ObjectSync (companies, deals, …): handed the ids named
+        self.objects: Mapping[str, ObjectSync] = runtime.objects
         self.worker_id = worker_id
         self.batch = batch
         self.lease = lease
@@ -314,6 +317,10 @@ class InboxWorker:
                 self.log.warning("worker.claims_lost", held=len(held), kept=kept)
 
     async def _process(self, batch: ObjectBatch, result: WorkerResult) -> None:
+        obj = self.objects.get(batch.object_type)
+        if obj is not None and batch.object_type not in self.engines:
+            await self._process_object(obj, batch, result)
+            return
         engine = self.engines.get(batch.object_type)
         ids = batch.ids
         if engine is None:
@@ -358,6 +365,41 @@ class InboxWorker:
         for error, items in by_error.items():
             await self._fail(items, error, result)
         await self._complete([i for i in ids if i not in retry], result)
+
+    async def _process_object(
+        self, obj: ObjectSync, batch: ObjectBatch, result: WorkerResult
+    ) -> None:
+        """An ObjectSync's batch: every record an event names (created, changed, deleted,
+        associations changed) synced by id in one pass; deletions settle in it."""
+        ids = batch.ids
+        hubspot_ids = list(dict.fromkeys(i.object_id for i in batch.items if i.system == "hubspot"))
+        brevo_ids = list(
+            dict.fromkeys(
+                i.object_id for i in batch.items if i.system == "brevo" and "@" not in i.object_id
+            )
+        )
+        try:
+            if self.guard is None:
+                out = await obj.sync_ids(hubspot_ids=hubspot_ids, brevo_ids=brevo_ids)
+            else:
+                async with self.guard(batch.object_type):
+                    out = await obj.sync_ids(hubspot_ids=hubspot_ids, brevo_ids=brevo_ids)
+        except ObjectBusy as busy:
+            self.log.info("worker.busy", object_type=batch.object_type, reason=str(busy))
+            result.busy.append(batch.object_type)
+            result.released += len(ids)
+            await self._release(ids)
+            return
+        except Exception as exc:
+            error = scrub(f"{type(exc).__name__}: {exc}")
+            result.failures.append(f"{batch.object_type}: {error}")
+            await self._fail(batch.items, error, result)
+            return
+        result.passes += 1
+        result.records += len(hubspot_ids) + len(brevo_ids)
+        result.counts.update(out.counts)
+        result.failures += out.failures
+        await self._complete(ids, result)
 
     async def _handle(
         self, engine: SyncEngine, batch: ObjectBatch

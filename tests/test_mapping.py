@@ -336,7 +336,7 @@ def test_category_attribute_spec_for_create_missing() -> None:
 
 
 def test_load_mappings_reads_a_directory(tmp_path: Path) -> None:
-    assert set(load_mappings(MAPPINGS)) == {"contacts"}
+    assert set(load_mappings(MAPPINGS)) == {"contacts", "companies", "deals"}
     (tmp_path / "a.yaml").write_text(CONTACTS.read_text())
     (tmp_path / "b.yml").write_text(CONTACTS.read_text())
     with pytest.raises(MappingError, match="second mapping for object 'contacts'"):

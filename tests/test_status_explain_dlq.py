@@ -60,10 +60,14 @@ async def test_status_and_dlq_after_real_syncs(tmp_path: Path) -> None:
         code, out, _ = await env.cli("status", "--json")
         report = json.loads(out)
         assert code == 0 and report["ok"] is True and set(report) == STATUS_KEYS
-        assert report["records_synced"] == {"contacts": 12}
+        assert report["records_synced"] == {"contacts": 12, "companies": 0, "deals": 0}
         assert report["dead_letters_open"] == 0 and report["pending_dirty_keys"] == 0
         assert report["skipped_no_email"] == 0 and report["last_error"] is None
-        pulls = {s["system"]: s for s in report["syncs"] if s["kind"] == "pull"}
+        pulls = {
+            s["system"]: s
+            for s in report["syncs"]
+            if s["kind"] == "pull" and s["object_type"] == "contacts"
+        }
         assert pulls["hubspot"]["last_status"] == "ok" and pulls["hubspot"]["last_success_at"]
         assert pulls["brevo"]["last_success_counts"]["linked"] > 0
 

@@ -392,6 +392,27 @@ class BrevoCrm:
         """Deals by id; absent ids are left out (as :meth:`get_companies`)."""
         return await self._get_many(ids, records_total, self.get_deal, self.iter_deals)
 
+    async def delete(self, kind: CrmKind, record_id: str) -> bool:
+        """Delete one company or deal (Brevo has no batch delete); False when it was gone."""
+        if kind == "company":
+            factory = functools.partial(
+                self.client.sdk.companies.with_raw_response.delete_a_company, record_id
+            )
+        else:
+            factory = functools.partial(
+                self.client.sdk.deals.with_raw_response.delete_a_deal, record_id
+            )
+        try:
+            await self._call(
+                f"delete_{kind}",
+                _ENDPOINTS[kind]["get"].replace("GET", "DELETE"),
+                factory,
+                idempotent=True,
+            )
+        except NotFoundError:
+            return False
+        return True
+
     # --- imports ----------------------------------------------------------------------------
 
     def _csv(self, kind: CrmKind, rows: Sequence[CrmImportRow]) -> tuple[str, list[str]]:

@@ -403,8 +403,27 @@ class ResyncCheckpoint(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class AssociationState(Base):
+    """The association set last synced for one record and one associated type.
+
+    Keyed by the record's HubSpot id; ``to_hubspot_ids`` holds the HubSpot ids of the
+    associated records (sorted) as both sides agreed at the last sync: the base of the 3-way
+    merge of associations, so a link removed on one side is removed on the other too rather
+    than added back. Ids only, never values.
+    """
+
+    __tablename__ = "association_state"
+
+    object_type: Mapped[str] = mapped_column(primary_key=True)
+    hubspot_id: Mapped[str] = mapped_column(primary_key=True)
+    to_type: Mapped[str] = mapped_column(primary_key=True)
+    to_hubspot_ids: Mapped[list[str]] = mapped_column(sa.JSON(), default=list)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
 __all__ = [
     "NAMING_CONVENTION",
+    "AssociationState",
     "Base",
     "BigIntPK",
     "Cursor",
