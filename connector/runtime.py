@@ -21,6 +21,7 @@ from connector.errors import ConfigError
 from connector.hubspot.auth import DbTokenStore
 from connector.hubspot.client import HubSpotClient
 from connector.mapping import Mapping, load_mapping
+from connector.objects.email_events import EmailEventsSync
 from connector.onboarding.enroll import HookEvents
 from connector.store import db
 
@@ -37,6 +38,18 @@ def enabled_objects(settings: Settings) -> list[str]:
     return [o for o in SUPPORTED_OBJECTS if switches.get(o)]
 
 
+def email_events_on(settings: Settings) -> bool:
+    """Brevo e-mail events reach HubSpot: ``connectors.hubspot.sync.engagements`` and
+    ``sync.email_events.enabled`` on, and HubSpot written to (not ``hubspot_to_brevo``)."""
+    hs = settings.connectors.hubspot
+    return (
+        hs.enabled
+        and hs.sync.engagements
+        and settings.sync.email_events.enabled
+        and hs.direction != "hubspot_to_brevo"
+    )
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -46,6 +59,8 @@ class Runtime:
     sessions: async_sessionmaker[AsyncSession]
     mappings: dict[str, Mapping] = field(default_factory=dict)
     engines: dict[str, SyncEngine] = field(default_factory=dict)
+    #: Brevo e-mail events → HubSpot timeline and properties (:func:`email_events_on`)
+    email_events: EmailEventsSync | None = None
 
     @classmethod
     @asynccontextmanager
@@ -60,6 +75,8 @@ class Runtime:
             if load_engines:
                 for object_type in enabled_objects(settings):
                     rt.add_engine(object_type)
+                if email_events_on(settings):
+                    rt.email_events = EmailEventsSync(settings, hubspot, sessions)
             yield rt
         finally:
             await hubspot.aclose()

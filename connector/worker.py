@@ -53,8 +53,9 @@ from connector import events
 from connector.engine import Outcome, SyncEngine
 from connector.errors import ConnectorError, scrub
 from connector.events import BREVO_KINDS, HUBSPOT_KINDS, EventKind, EventsResult, event_kind
+from connector.objects.email_events import EMAIL_EVENTS, EmailEventsSync, follow_up
 from connector.store import inbox, purge, runs
-from connector.store.inbox import InboxItem
+from connector.store.inbox import InboxInput, InboxItem
 from connector.store.models import utcnow
 
 if TYPE_CHECKING:
@@ -235,6 +236,8 @@ class InboxWorker:
         self.settings = runtime.settings
         #: ``--force``: deletions past the mass-delete guard (``sync.max_delete_share``)
         self.force = False
+        #: Brevo e-mail events → HubSpot (``Runtime.email_events``; None: they are ignored)
+        self.email_events: EmailEventsSync | None = getattr(runtime, "email_events", None)
         self.log = log.bind(worker=worker_id)
 
     # --- one pass ---------------------------------------------------------------------------
@@ -314,6 +317,9 @@ class InboxWorker:
                 self.log.warning("worker.claims_lost", held=len(held), kept=kept)
 
     async def _process(self, batch: ObjectBatch, result: WorkerResult) -> None:
+        if batch.object_type == EMAIL_EVENTS and self.email_events is not None:
+            await self._process_email_events(self.email_events, batch, result)
+            return
         engine = self.engines.get(batch.object_type)
         ids = batch.ids
         if engine is None:
@@ -357,7 +363,38 @@ class InboxWorker:
                 by_error.setdefault(retry[item.id], []).append(item)
         for error, items in by_error.items():
             await self._fail(items, error, result)
-        await self._complete([i for i in ids if i not in retry], result)
+        done = [i for i in batch.items if i.id not in retry]
+        await self._complete([i.id for i in done], result, follow=self._follow_ups(done))
+
+    def _follow_ups(self, items: Sequence[InboxItem]) -> list[InboxInput]:
+        """Opt-out events settled for the contacts, copied for the e-mail events handler."""
+        if self.email_events is None:
+            return []
+        return [f for i in items if (f := follow_up(i)) is not None]
+
+    async def _process_email_events(
+        self, handler: EmailEventsSync, batch: ObjectBatch, result: WorkerResult
+    ) -> None:
+        """Brevo e-mail events: counted and put on HubSpot by their handler, all or none."""
+        try:
+            if self.guard is None:
+                out = await handler.handle(batch.items)
+            else:
+                async with self.guard(batch.object_type):
+                    out = await handler.handle(batch.items)
+        except ObjectBusy as busy:
+            self.log.info("worker.busy", object_type=batch.object_type, reason=str(busy))
+            result.busy.append(batch.object_type)
+            result.released += len(batch.items)
+            await self._release(batch.ids)
+            return
+        except Exception as exc:
+            error = scrub(f"{type(exc).__name__}: {exc}")
+            result.failures.append(f"{batch.object_type}: {error}")
+            await self._fail(batch.items, error, result)
+            return
+        result.counts.update(out.counts)
+        await self._complete(batch.ids, result)
 
     async def _handle(
         self, engine: SyncEngine, batch: ObjectBatch
@@ -432,9 +469,13 @@ class InboxWorker:
 
     # --- settling items ---------------------------------------------------------------------
 
-    async def _complete(self, ids: Sequence[int], result: WorkerResult) -> None:
+    async def _complete(
+        self, ids: Sequence[int], result: WorkerResult, follow: Sequence[InboxInput] = ()
+    ) -> None:
         async with self.sessions() as s, s.begin():
             result.completed += await inbox.complete(s, ids, worker=self.worker_id)
+            if follow:  # in the same transaction: settled and handed on, or neither
+                await inbox.enqueue(s, follow, now=self.clock())
 
     async def _release(self, ids: Sequence[int]) -> None:
         async with self.sessions() as s, s.begin():

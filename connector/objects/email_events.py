@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from connector.brevo.webhooks import event_name
+from connector.brevo.webhooks import EMAIL_EVENT_NAMES, EMAIL_EVENTS_TYPE, event_name
 from connector.errors import scrub
 from connector.store import email_events as store
 from connector.store import links as ledger
@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 #: The inbox object type of Brevo e-mail events.
-EMAIL_EVENTS = "email_events"
+EMAIL_EVENTS = EMAIL_EVENTS_TYPE
 #: Brevo event (camelCase, :func:`~connector.brevo.webhooks.event_name`) → the kind it counts as.
 EVENT_KINDS: dict[str, str] = {
     "delivered": "delivered",
@@ -68,7 +68,7 @@ EVENT_KINDS: dict[str, str] = {
     "unsubscribed": "unsubscribed",
 }
 #: Events the intake files under :data:`EMAIL_EVENTS` (nothing in the contact changed).
-ROUTED_EVENTS = frozenset({"delivered", "opened", "uniqueOpened", "click"})
+ROUTED_EVENTS = EMAIL_EVENT_NAMES
 #: Events that are the contacts' opt-outs first, copied here by the worker (:func:`follow_up`).
 FOLLOW_UP_EVENTS = frozenset({"unsubscribed", "hardBounce"})
 

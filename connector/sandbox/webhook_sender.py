@@ -733,12 +733,17 @@ SNAKE_EVENT_NAMES = {
     "softBounce": "soft_bounce",
     "unsubscribed": "unsubscribed",
     "spam": "spam",
+    "delivered": "delivered",
+    "opened": "opened",
+    "click": "click",
 }
 _REASONS = {
     "hardBounce": "550 5.1.1 The email account that you tried to reach does not exist",
     "spam": "undesired",
 }
 SIMULATED_EVENTS = frozenset({"unsubscribed", "hardBounce", "spam"})
+#: Campaign engagement events the sandbox can emit (nothing in the contact changes).
+ENGAGEMENT_EVENTS = frozenset({"delivered", "opened", "click"})
 
 
 def _paris() -> tzinfo:
@@ -879,6 +884,45 @@ class BrevoWebhooks:
         self._send(event, payload, hooks)
         return contact
 
+    def engagement(
+        self,
+        email: str,
+        event: str,
+        *,
+        camp_id: int = 1,
+        campaign_name: str = "Sandbox newsletter",
+        url: str = "https://example.com/offer",
+        at: datetime | None = None,
+    ) -> Contact:
+        """A campaign e-mail is delivered to, opened or clicked by a contact: the marketing
+        event goes to the webhooks subscribed to it (API_NOTES_BREVO §3 fields; ``URL`` on a
+        click). The contact is unchanged. KeyError for an unknown e-mail."""
+        if event not in ENGAGEMENT_EVENTS:
+            raise ValueError(f"event must be one of {sorted(ENGAGEMENT_EVENTS)}")
+        state = self.state
+        contact = state.get(email)
+        if contact is None:
+            raise KeyError(email)
+        hooks = self._hooks(event)
+        if not hooks:
+            return contact
+        now = at or state.clock()
+        payload: JSONDict = {
+            "camp_id": camp_id,
+            "email": contact.email,
+            "campaign name": campaign_name,
+            "date_sent": self._date(now, state.tz),
+            "date_event": self._date(now, state.tz),
+            "tag": "",
+            "ts_sent": int(now.timestamp()),
+            "ts_event": int(now.timestamp()),
+            "ts": int(now.timestamp()),
+        }
+        if event == "click":
+            payload["URL"] = url
+        self._send(event, payload, hooks)
+        return contact
+
     def _hooks(self, name: str) -> list[Webhook]:
         return [
             w
@@ -913,6 +957,7 @@ class BrevoWebhooks:
 __all__ = [
     "BREVO_RETRY",
     "DEFAULT_SUBSCRIPTIONS",
+    "ENGAGEMENT_EVENTS",
     "HUBSPOT_RETRY",
     "SIMULATED_EVENTS",
     "Attempt",
