@@ -229,6 +229,44 @@ async def test_three_opens_of_one_campaign_make_one_note_and_count_three(tmp_pat
         assert contact(env, hid)["brevo_email_opens"] == "4"
 
 
+async def test_transactional_opens_and_click_reach_the_timeline(tmp_path: Path) -> None:
+    async with events_env(tmp_path) as env:
+        brevo = env.cli.servers.brevo
+        brevo.add_webhook(
+            BREVO_HOOK,
+            ("delivered", "opened", "uniqueOpened", "click"),
+            token=TOKEN,
+            type_="transactional",
+            description="transactional e-mail events",
+        )
+        hid = min(hs_live(env))
+        email = hs_email(env, hid)
+        message_id = await env.rt.brevo.send_email(
+            sender="team@example.com",
+            to=[email],
+            subject="Your invoice",
+            html="<p>Hello</p>",
+            tags=["invoices"],
+            idempotency_key="invoice-1",
+        )
+        hooks = brevo.webhook_events
+        start = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+        assert hooks.transactional(message_id, "uniqueOpened", at=start) == 1
+        hooks.transactional(message_id, "opened", at=start)
+        hooks.transactional(message_id, "opened", at=start + timedelta(minutes=5))
+        hooks.transactional(message_id, "click", link="https://example.com/pay", at=start)
+        results = await settle(env)
+        assert not any(r.failed for r in results)
+        notes = notes_of(env, hid)
+        assert len(notes) == 2  # opened and clicked, for the "invoices" tag
+        opened_note = next(n for n in notes if "Brevo e-mail: Opened" in n)
+        assert "“Your invoice” (tag invoices)" in opened_note and "2 times" in opened_note
+        assert any("Link: https://example.com/pay" in n for n in notes)
+        props = contact(env, hid)
+        assert props["brevo_email_opens"] == "2"  # the first open is also a uniqueOpened
+        assert props["brevo_email_clicks"] == "1"
+
+
 # --- the handler, driven directly ----------------------------------------------------------
 
 

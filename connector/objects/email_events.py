@@ -177,6 +177,8 @@ def parse_item(item: InboxItem) -> EmailEvent | None:
     if email is None and "@" in item.object_id:
         email = normalise_email(item.object_id)
     contact_id = _text(p.get("contact_id"))
+    if contact_id == "0":  # a transactional event's "no such contact"
+        contact_id = None
     if contact_id is None and item.object_id.isdigit():
         contact_id = item.object_id
     campaign, campaign_name = campaign_of(p)
@@ -190,7 +192,10 @@ def parse_item(item: InboxItem) -> EmailEvent | None:
         kind=kind,
         unique=name == "uniqueOpened",
         email=email or None,
-        contact_id=contact_id if contact_id and contact_id.isdigit() else None,
+        # a transactional event names no contact with contact_id 0
+        contact_id=contact_id
+        if contact_id and contact_id.isdigit() and contact_id != "0"
+        else None,
         campaign=campaign,
         campaign_name=campaign_name,
         at=event_time(p, item.received_at),
@@ -439,6 +444,7 @@ class EmailEventsSync:
                     refused=len(refused),
                     errors=[scrub(f"{e.category or ''} {e.message}") for e in made.errors[:3]],
                 )
+                return  # tried again with the next batch (up to MAX_NOTE_ATTEMPTS times)
 
     async def _record_created(
         self, created: Mapping[int, tuple[str, int]], refused: Sequence[int]
