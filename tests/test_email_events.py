@@ -526,3 +526,50 @@ async def test_counts_do_not_depend_on_order_or_batching(
             min(d.first_at for d in mine),
             max(d.last_at for d in mine),
         ) in one
+
+
+async def test_store_note_states_and_pending_contacts(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """The store's queries on both databases: notes none → creating → created, stale counts,
+    pending contacts cleared only when unchanged since they were read, seen keys."""
+    t1 = _T0 + timedelta(hours=1)
+
+    def delta(hs: str, kind: str, n: int = 1, unique: bool = False) -> EventDelta:
+        return EventDelta(
+            hs, kind, "campaign:1", "News", 0 if unique else n, n if unique else 0, _T0, t1
+        )
+
+    async with sessions() as s, s.begin():
+        assert await store.unseen(s, ["a", "b", "a"]) == ["a", "b"]
+        await store.mark_seen(s, ["a"], _T0)
+        assert await store.unseen(s, ["a", "b"]) == ["b"]
+        created, updated = await store.apply_deltas(
+            s,
+            [delta("1", "opened"), delta("1", "opened", unique=True), delta("2", "delivered")],
+            note_wanted={"opened": True},
+            now=_T0,
+        )
+        assert (created, updated) == (2, 0)
+    async with sessions() as s, s.begin():
+        none = await store.with_note_state(s, "none", max_attempts=5, limit=10)
+        assert [(e.hubspot_id, e.kind, e.count, e.uniques, e.shown_count) for e in none] == [
+            ("1", "opened", 1, 1, 1)
+        ]
+        off = await store.with_note_state(s, "off", max_attempts=5, limit=10)
+        assert [e.kind for e in off] == ["delivered"]
+        await store.set_note_state(s, [none[0].id], "creating", _T0)
+        await store.record_notes(s, {none[0].id: ("900", 1)}, _T0)
+        assert await store.stale_notes(s, limit=10) == []
+        await store.apply_deltas(s, [delta("1", "opened", 2)], note_wanted={}, now=t1)
+        [stale] = await store.stale_notes(s, limit=10)
+        assert (stale.note_id, stale.shown_count, stale.note_count) == ("900", 3, 1)
+        await store.set_note_counts(s, {stale.id: 3}, t1)
+        assert await store.stale_notes(s, limit=10) == []
+        await store.note_failed(s, [off[0].id], t1)
+        assert sorted(await store.pending_contacts(s, limit=10)) == ["1", "2"]
+        await store.clear_pending(s, ["1", "2"], read_at=_T0)  # "1" changed since: kept
+        assert await store.pending_contacts(s, limit=10) == ["1"]
+        await store.clear_pending(s, ["1"], read_at=t1)
+        assert await store.pending_contacts(s, limit=10) == []
+        assert await store.purge_seen(s, t1) == 1

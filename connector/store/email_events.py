@@ -188,6 +188,7 @@ async def apply_deltas(
                     "detail": d.detail,
                     "note_state": "none" if note_wanted.get(d.kind, False) else "off",
                     "props_pending": True,
+                    "changed_at": now,
                     "updated_at": now,
                 }
             )
@@ -204,6 +205,7 @@ async def apply_deltas(
                 campaign_name=d.campaign_name or e.campaign_name,
                 detail=(d.detail if newer and d.detail else e.detail or d.detail),
                 props_pending=True,
+                changed_at=now,
                 updated_at=now,
             )
             .execution_options(synchronize_session=False)
@@ -312,7 +314,7 @@ async def clear_pending(
             .where(
                 EmailEventEntry.hubspot_id.in_(chunk),
                 EmailEventEntry.props_pending.is_(True),
-                EmailEventEntry.updated_at <= read_at,
+                EmailEventEntry.changed_at <= read_at,
             )
             .values(props_pending=False)
             .execution_options(synchronize_session=False)

@@ -312,6 +312,8 @@ class EmailEventEntry(Base):
     note_count: Mapped[int] = mapped_column(default=0, server_default=sa.text("0"))
     note_attempts: Mapped[int] = mapped_column(default=0, server_default=sa.text("0"))
     props_pending: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
+    #: when events were last added (the properties read before then are out of date)
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 

@@ -40,6 +40,7 @@ def upgrade() -> None:
         sa.Column("note_count", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.Column("note_attempts", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.Column("props_pending", sa.Boolean(), server_default=sa.true(), nullable=False),
+        sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_email_event_entries"),
         sa.UniqueConstraint(
