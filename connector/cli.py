@@ -958,6 +958,7 @@ def webhooks_status(ctx: click.Context, as_json: bool) -> None:
 async def _webhooks_register(settings: Settings, dry_run: bool) -> int:
     from connector.runtime import Runtime
     from connector.webhook_setup import (
+        brevo_events,
         ensure_brevo_webhook,
         hubspot_instructions,
         hubspot_subscriptions,
@@ -971,7 +972,9 @@ async def _webhooks_register(settings: Settings, dry_run: bool) -> int:
         _fail(f"Configuration error:\n{e}", EXIT_CONFIG)
     async with Runtime.open(settings, load_engines=False) as rt:
         try:
-            created, hook_id = await ensure_brevo_webhook(rt.brevo, target, dry_run=dry_run)
+            created, hook_id = await ensure_brevo_webhook(
+                rt.brevo, target, dry_run=dry_run, events=brevo_events(rt.settings)
+            )
         except ConnectorError as e:
             _fail(f"Brevo webhook: {e}", 1)
     if created:

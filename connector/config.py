@@ -166,6 +166,35 @@ class OptOutSettings(_Section):
     date_property: str = "brevo_optout_date"
 
 
+class EmailEventProperties(_Section):
+    """``sync.email_events.properties``: the HubSpot contact properties the Brevo e-mail events
+    fill (created when missing); ``null`` leaves one out."""
+
+    last_open_date: str | None = "brevo_last_open_date"
+    last_click_date: str | None = "brevo_last_click_date"
+    last_delivered_date: str | None = "brevo_last_delivered_date"
+    opens: str | None = "brevo_email_opens"
+    clicks: str | None = "brevo_email_clicks"
+    hard_bounced: str | None = "brevo_hard_bounced"
+
+
+class EmailEventsSettings(_Section):
+    """``sync.email_events``: Brevo e-mail events (delivered, opened, clicked, hard bounce,
+    unsubscribed) on the HubSpot contact — a timeline note per (contact, event kind, campaign)
+    and the :class:`EmailEventProperties`. Active when ``connectors.hubspot.sync.engagements``
+    is on and ``enabled`` is true."""
+
+    enabled: bool = True
+    timeline: Literal["note", "none"] = "note"
+    timeline_kinds: tuple[
+        Literal["delivered", "opened", "clicked", "hard_bounce", "unsubscribed"], ...
+    ] = ("delivered", "opened", "clicked", "hard_bounce", "unsubscribed")
+    """the event kinds that get a timeline note (the properties are kept for all)"""
+    property_group: str = "contactinformation"
+    """the HubSpot property group of the properties it creates (must exist)"""
+    properties: EmailEventProperties = EmailEventProperties()
+
+
 class SyncSettings(_Section):
     """How often and how the daemon syncs; intervals in seconds."""
 
@@ -184,6 +213,7 @@ class SyncSettings(_Section):
     on_brevo_delete: Literal["archive", "ignore"] = "ignore"
     """what a Brevo contact deletion does to the linked HubSpot contact"""
     optout: OptOutSettings = OptOutSettings()
+    email_events: EmailEventsSettings = EmailEventsSettings()
 
     @field_validator("default_region")
     @classmethod

@@ -22,6 +22,7 @@ from connector.hubspot.auth import DbTokenStore
 from connector.hubspot.client import HubSpotClient
 from connector.mapping import Mapping, load_mapping
 from connector.objects.base import ObjectSync
+from connector.objects.email_events import EmailEventsSync
 from connector.onboarding.enroll import HookEvents
 from connector.store import db
 
@@ -41,6 +42,18 @@ def enabled_objects(settings: Settings) -> list[str]:
     return [o for o in SUPPORTED_OBJECTS if switches.get(o)]
 
 
+def email_events_on(settings: Settings) -> bool:
+    """Brevo e-mail events reach HubSpot: ``connectors.hubspot.sync.engagements`` and
+    ``sync.email_events.enabled`` on, and HubSpot written to (not ``hubspot_to_brevo``)."""
+    hs = settings.connectors.hubspot
+    return (
+        hs.enabled
+        and hs.sync.engagements
+        and settings.sync.email_events.enabled
+        and hs.direction != "hubspot_to_brevo"
+    )
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -52,6 +65,8 @@ class Runtime:
     engines: dict[str, SyncEngine] = field(default_factory=dict)
     #: every other object type's sync, by object type (companies, deals, …)
     objects: dict[str, ObjectSync] = field(default_factory=dict)
+    #: Brevo e-mail events → HubSpot timeline and properties (:func:`email_events_on`)
+    email_events: EmailEventsSync | None = None
 
     @classmethod
     @asynccontextmanager
@@ -69,6 +84,8 @@ class Runtime:
                         rt.add_object(object_type)
                     else:
                         rt.add_engine(object_type)
+                if email_events_on(settings):
+                    rt.email_events = EmailEventsSync(settings, hubspot, sessions)
             yield rt
         finally:
             await hubspot.aclose()

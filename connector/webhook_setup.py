@@ -16,7 +16,7 @@ from connector.brevo.models import BrevoWebhook
 from connector.config import Settings
 from connector.errors import ConfigError
 from connector.mapping import load_mapping
-from connector.runtime import mapping_path
+from connector.runtime import email_events_on, mapping_path
 
 BREVO_EVENTS = (
     "unsubscribed",
@@ -26,6 +26,8 @@ BREVO_EVENTS = (
     "contactUpdated",
     "contactDeleted",
 )
+#: Marketing e-mail events subscribed when they go to HubSpot (:func:`brevo_events`).
+BREVO_EMAIL_EVENTS = ("delivered", "opened", "click")
 BREVO_DESCRIPTION = "HubSpot ⇄ Brevo connector"
 HUBSPOT_OBJECT_EVENTS = (
     "contact.creation",
@@ -82,6 +84,12 @@ def brevo_url(settings: Settings) -> str | None:
     return server.public_url + hooks.brevo_path
 
 
+def brevo_events(settings: Settings) -> tuple[str, ...]:
+    """The marketing events to subscribe: :data:`BREVO_EVENTS`, and :data:`BREVO_EMAIL_EVENTS`
+    when e-mail events go to HubSpot (:func:`connector.runtime.email_events_on`)."""
+    return (*BREVO_EVENTS, *BREVO_EMAIL_EVENTS) if email_events_on(settings) else BREVO_EVENTS
+
+
 async def find_brevo_webhook(brevo: BrevoClient, url: str) -> BrevoWebhook | None:
     """The marketing webhook that points at ``url``, if any (one API call)."""
     for hook in await brevo.list_webhooks("marketing"):
@@ -91,7 +99,11 @@ async def find_brevo_webhook(brevo: BrevoClient, url: str) -> BrevoWebhook | Non
 
 
 async def ensure_brevo_webhook(
-    brevo: BrevoClient, target: Targets, *, dry_run: bool
+    brevo: BrevoClient,
+    target: Targets,
+    *,
+    dry_run: bool,
+    events: tuple[str, ...] = BREVO_EVENTS,
 ) -> tuple[bool, int | None]:
     """(created, id): creates the webhook unless one exists; ``dry_run`` never creates."""
     existing = await find_brevo_webhook(brevo, target.brevo_url)
@@ -101,7 +113,7 @@ async def ensure_brevo_webhook(
         return False, None
     hook_id = await brevo.create_webhook(
         target.brevo_url,
-        BREVO_EVENTS,
+        events,
         type="marketing",
         auth_token=target.brevo_token,
         description=BREVO_DESCRIPTION,

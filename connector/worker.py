@@ -41,11 +41,11 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import structlog
 
@@ -54,14 +54,17 @@ from connector.engine import Outcome, SyncEngine
 from connector.errors import ConnectorError, scrub
 from connector.events import BREVO_KINDS, HUBSPOT_KINDS, EventKind, EventsResult, event_kind
 from connector.objects.base import ObjectSync
+from connector.objects.email_events import EMAIL_EVENTS, EmailEventsSync, follow_up
 from connector.store import inbox, purge, runs
-from connector.store.inbox import InboxItem
+from connector.store.inbox import InboxInput, InboxItem
 from connector.store.models import utcnow
 
 if TYPE_CHECKING:
     from connector.runtime import Runtime
 
 log = structlog.get_logger(__name__)
+
+_R = TypeVar("_R")
 
 LeaseGuard = Callable[[str], AbstractAsyncContextManager[None]]
 """``guard(object_type)``: held around each engine pass; raises :class:`ObjectBusy` when the
@@ -238,6 +241,8 @@ class InboxWorker:
         self.settings = runtime.settings
         #: ``--force``: deletions past the mass-delete guard (``sync.max_delete_share``)
         self.force = False
+        #: Brevo e-mail events → HubSpot (``Runtime.email_events``; None: they are ignored)
+        self.email_events: EmailEventsSync | None = getattr(runtime, "email_events", None)
         self.log = log.bind(worker=worker_id)
 
     # --- one pass ---------------------------------------------------------------------------
@@ -317,6 +322,9 @@ class InboxWorker:
                 self.log.warning("worker.claims_lost", held=len(held), kept=kept)
 
     async def _process(self, batch: ObjectBatch, result: WorkerResult) -> None:
+        if batch.object_type == EMAIL_EVENTS and self.email_events is not None:
+            await self._process_email_events(self.email_events, batch, result)
+            return
         obj = self.objects.get(batch.object_type)
         if obj is not None and batch.object_type not in self.engines:
             await self._process_object(obj, batch, result)
@@ -364,42 +372,69 @@ class InboxWorker:
                 by_error.setdefault(retry[item.id], []).append(item)
         for error, items in by_error.items():
             await self._fail(items, error, result)
-        await self._complete([i for i in ids if i not in retry], result)
+        done = [i for i in batch.items if i.id not in retry]
+        await self._complete([i.id for i in done], result, follow=self._follow_ups(done))
+
+    def _follow_ups(self, items: Sequence[InboxItem]) -> list[InboxInput]:
+        """Opt-out events settled for the contacts, copied for the e-mail events handler."""
+        if self.email_events is None:
+            return []
+        return [f for i in items if (f := follow_up(i)) is not None]
+
+    async def _guarded_pass(
+        self,
+        batch: ObjectBatch,
+        result: WorkerResult,
+        run: Callable[[], Awaitable[_R]],
+    ) -> _R | None:
+        """``run()`` under the object type's guard; ``None`` when the type is busy (the items
+        are released for later) or the pass failed (the items are failed, retried later)."""
+        try:
+            if self.guard is None:
+                return await run()
+            async with self.guard(batch.object_type):
+                return await run()
+        except ObjectBusy as busy:
+            self.log.info("worker.busy", object_type=batch.object_type, reason=str(busy))
+            result.busy.append(batch.object_type)
+            result.released += len(batch.items)
+            await self._release(batch.ids)
+        except Exception as exc:
+            error = scrub(f"{type(exc).__name__}: {exc}")
+            result.failures.append(f"{batch.object_type}: {error}")
+            await self._fail(batch.items, error, result)
+        return None
+
+    async def _process_email_events(
+        self, handler: EmailEventsSync, batch: ObjectBatch, result: WorkerResult
+    ) -> None:
+        """Brevo e-mail events: counted and put on HubSpot by their handler, all or none."""
+        out = await self._guarded_pass(batch, result, lambda: handler.handle(batch.items))
+        if out is not None:
+            result.counts.update(out.counts)
+            await self._complete(batch.ids, result)
 
     async def _process_object(
         self, obj: ObjectSync, batch: ObjectBatch, result: WorkerResult
     ) -> None:
         """An ObjectSync's batch: every record an event names (created, changed, deleted,
         associations changed) synced by id in one pass; deletions settle in it."""
-        ids = batch.ids
         hubspot_ids = list(dict.fromkeys(i.object_id for i in batch.items if i.system == "hubspot"))
         brevo_ids = list(
             dict.fromkeys(
                 i.object_id for i in batch.items if i.system == "brevo" and "@" not in i.object_id
             )
         )
-        try:
-            if self.guard is None:
-                out = await obj.sync_ids(hubspot_ids=hubspot_ids, brevo_ids=brevo_ids)
-            else:
-                async with self.guard(batch.object_type):
-                    out = await obj.sync_ids(hubspot_ids=hubspot_ids, brevo_ids=brevo_ids)
-        except ObjectBusy as busy:
-            self.log.info("worker.busy", object_type=batch.object_type, reason=str(busy))
-            result.busy.append(batch.object_type)
-            result.released += len(ids)
-            await self._release(ids)
-            return
-        except Exception as exc:
-            error = scrub(f"{type(exc).__name__}: {exc}")
-            result.failures.append(f"{batch.object_type}: {error}")
-            await self._fail(batch.items, error, result)
+        out = await self._guarded_pass(
+            batch, result, lambda: obj.sync_ids(hubspot_ids=hubspot_ids, brevo_ids=brevo_ids)
+        )
+        if out is None:
             return
         result.passes += 1
         result.records += len(hubspot_ids) + len(brevo_ids)
         result.counts.update(out.counts)
         result.failures += out.failures
-        await self._complete(ids, result)
+        await self._complete(batch.ids, result)
 
     async def _handle(
         self, engine: SyncEngine, batch: ObjectBatch
@@ -474,9 +509,13 @@ class InboxWorker:
 
     # --- settling items ---------------------------------------------------------------------
 
-    async def _complete(self, ids: Sequence[int], result: WorkerResult) -> None:
+    async def _complete(
+        self, ids: Sequence[int], result: WorkerResult, follow: Sequence[InboxInput] = ()
+    ) -> None:
         async with self.sessions() as s, s.begin():
             result.completed += await inbox.complete(s, ids, worker=self.worker_id)
+            if follow:  # in the same transaction: settled and handed on, or neither
+                await inbox.enqueue(s, follow, now=self.clock())
 
     async def _release(self, ids: Sequence[int]) -> None:
         async with self.sessions() as s, s.begin():

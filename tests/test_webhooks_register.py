@@ -7,7 +7,7 @@ from pathlib import Path
 
 from daemon_env import CliEnv, cli_env
 
-from connector.webhook_setup import BREVO_EVENTS
+from connector.webhook_setup import BREVO_EMAIL_EVENTS, BREVO_EVENTS
 
 PUBLIC_URL = "https://sync.example.com"
 TOKEN = "register-test-token-0123456789"
@@ -39,7 +39,8 @@ async def test_register_creates_once_and_prints_hubspot_settings(tmp_path: Path)
         assert len(hooks) == 1
         url, events, auth = hooks[0]
         assert url == BREVO_URL
-        assert sorted(events) == sorted(BREVO_EVENTS)
+        # the sandbox config syncs engagements: the e-mail events are subscribed too
+        assert sorted(events) == sorted((*BREVO_EVENTS, *BREVO_EMAIL_EVENTS))
         assert auth == {"type": "bearer", "token": TOKEN}
         assert "created marketing webhook" in out
         assert TOKEN not in out + err

@@ -47,6 +47,11 @@ IDENTIFYING_FIELDS: tuple[str, ...] = (
     "content",
 )
 
+#: Brevo e-mail events filed under their own object type, :data:`EMAIL_EVENTS_TYPE` (nothing in
+#: the contact changed; :mod:`connector.objects.email_events` puts them on HubSpot).
+EMAIL_EVENT_NAMES = frozenset({"delivered", "opened", "uniqueOpened", "click"})
+EMAIL_EVENTS_TYPE = "email_events"
+
 _EVENT = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}", re.ASCII)
 _CONTACT_ID = re.compile(r"[0-9]{1,19}", re.ASCII)
 _MAX_EMAIL = 320
@@ -168,10 +173,11 @@ def parse_event(event: Any, index: int = 0) -> InboxInput:
     object_id = email or contact_id
     if object_id is None:
         raise PayloadError(f"{where}: neither email nor contact_id names the contact")
+    routed = event_name(name) in EMAIL_EVENT_NAMES
     return InboxInput(
         source="brevo",
         dedup_key=dedup_key(event),
-        object_type="contacts",
+        object_type=EMAIL_EVENTS_TYPE if routed else "contacts",
         object_id=object_id,
         event_type=event_name(name),
         payload=event,
@@ -192,6 +198,8 @@ def parse_brevo(body: bytes) -> list[InboxInput]:
 
 
 __all__ = [
+    "EMAIL_EVENTS_TYPE",
+    "EMAIL_EVENT_NAMES",
     "IDENTIFYING_FIELDS",
     "BrevoAuthError",
     "PayloadError",

@@ -45,7 +45,7 @@ from connector.sandbox.brevo_model import (
 )
 from connector.sandbox.brevo_state import RATE_LIMITS, BrevoState, rate_family
 from connector.sandbox.common import FaultMiddleware
-from connector.sandbox.webhook_sender import SIMULATED_EVENTS
+from connector.sandbox.webhook_sender import ENGAGEMENT_EVENTS, SIMULATED_EVENTS
 
 __all__ = [
     "DEFAULT_API_KEY",
@@ -297,14 +297,22 @@ async def ctl_webhooks(request: Request) -> Response:
 
 @handles_errors
 async def ctl_simulate(request: Request) -> Response:
-    """``{"event": "unsubscribed" | "hardBounce" | "spam", "email"}``: a campaign event."""
+    """``{"event": "unsubscribed" | "hardBounce" | "spam" | "delivered" | "opened" | "click",
+    "email"}``: a campaign event."""
     state = state_of(request)
     body = await read_object(request)
     event = body.get("event")
-    if event not in SIMULATED_EVENTS:
-        raise bad(f"event should be one of {', '.join(sorted(SIMULATED_EVENTS))}")
+    if event not in SIMULATED_EVENTS | ENGAGEMENT_EVENTS:
+        names = ", ".join(sorted(SIMULATED_EVENTS | ENGAGEMENT_EVENTS))
+        raise bad(f"event should be one of {names}")
+    hooks = state.webhook_events
+    email = str(body.get("email", ""))
     try:
-        c = state.webhook_events.simulate(str(body.get("email", "")), str(event))
+        c = (
+            hooks.engagement(email, str(event))
+            if event in ENGAGEMENT_EVENTS
+            else hooks.simulate(email, str(event))
+        )
     except KeyError:
         raise BrevoError(404, "document_not_found", "Contact does not exist") from None
     return JSONResponse(state.contact_json(c))

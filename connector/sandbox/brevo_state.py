@@ -694,6 +694,18 @@ class BrevoState:
         """A recipient reports a campaign as spam: blocklisted, ``spam`` webhook sent."""
         return self.webhook_events.simulate(email, "spam", **campaign)
 
+    def simulate_delivered(self, email: str, **campaign: Any) -> Contact:
+        """A campaign e-mail reaches the contact: ``delivered`` webhook sent."""
+        return self.webhook_events.engagement(email, "delivered", **campaign)
+
+    def simulate_open(self, email: str, **campaign: Any) -> Contact:
+        """The contact opens a campaign e-mail: ``opened`` webhook sent."""
+        return self.webhook_events.engagement(email, "opened", **campaign)
+
+    def simulate_click(self, email: str, **campaign: Any) -> Contact:
+        """The contact clicks a link of a campaign e-mail: ``click`` webhook (with ``URL``)."""
+        return self.webhook_events.engagement(email, "click", **campaign)
+
     # --- lists --------------------------------------------------------------------------------
 
     def change_list(

@@ -733,12 +733,27 @@ SNAKE_EVENT_NAMES = {
     "softBounce": "soft_bounce",
     "unsubscribed": "unsubscribed",
     "spam": "spam",
+    "delivered": "delivered",
+    "opened": "opened",
+    "click": "click",
 }
 _REASONS = {
     "hardBounce": "550 5.1.1 The email account that you tried to reach does not exist",
     "spam": "undesired",
 }
 SIMULATED_EVENTS = frozenset({"unsubscribed", "hardBounce", "spam"})
+#: Campaign engagement events the sandbox can emit (nothing in the contact changes).
+ENGAGEMENT_EVENTS = frozenset({"delivered", "opened", "click"})
+#: Transactional e-mail events the sandbox can emit for a captured e-mail → the ``event`` value
+#: of the payload (the transactional-webhooks page: ``click``, ``unique_opened``, ``hard_bounce``).
+TRANSACTIONAL_EVENT_NAMES = {
+    "delivered": "delivered",
+    "opened": "opened",
+    "uniqueOpened": "unique_opened",
+    "click": "click",
+    "hardBounce": "hard_bounce",
+    "unsubscribed": "unsubscribed",
+}
 
 
 def _paris() -> tzinfo:
@@ -879,6 +894,113 @@ class BrevoWebhooks:
         self._send(event, payload, hooks)
         return contact
 
+    def engagement(
+        self,
+        email: str,
+        event: str,
+        *,
+        camp_id: int = 1,
+        campaign_name: str = "Sandbox newsletter",
+        url: str = "https://example.com/offer",
+        at: datetime | None = None,
+    ) -> Contact:
+        """A campaign e-mail is delivered to, opened or clicked by a contact: the marketing
+        event goes to the webhooks subscribed to it (API_NOTES_BREVO §3 fields; ``URL`` on a
+        click). The contact is unchanged. KeyError for an unknown e-mail."""
+        if event not in ENGAGEMENT_EVENTS:
+            raise ValueError(f"event must be one of {sorted(ENGAGEMENT_EVENTS)}")
+        state = self.state
+        contact = state.get(email)
+        if contact is None:
+            raise KeyError(email)
+        hooks = self._hooks(event)
+        if not hooks:
+            return contact
+        now = at or state.clock()
+        payload: JSONDict = {
+            "camp_id": camp_id,
+            "email": contact.email,
+            "campaign name": campaign_name,
+            "date_sent": self._date(now, state.tz),
+            "date_event": self._date(now, state.tz),
+            "tag": "",
+            "ts_sent": int(now.timestamp()),
+            "ts_event": int(now.timestamp()),
+            "ts": int(now.timestamp()),
+        }
+        if event == "click":
+            payload["URL"] = url
+        self._send(event, payload, hooks)
+        return contact
+
+    def transactional(
+        self,
+        message_id: str,
+        event: str,
+        *,
+        link: str = "https://example.com/offer",
+        reason: str | None = None,
+        at: datetime | None = None,
+    ) -> int:
+        """An event about a transactional e-mail in the outbox, for each recipient, to the
+        transactional webhooks subscribed to it (the transactional-webhooks page's fields:
+        ``message-id``, ``subject``, ``template_id``, ``tags``, ``ts_epoch`` in ms, ``contact_id``
+        — 0 when the address is no contact —, ``link`` on a click). How many were sent.
+        KeyError for an unknown message id."""
+        if event not in TRANSACTIONAL_EVENT_NAMES:
+            raise ValueError(f"event must be one of {sorted(TRANSACTIONAL_EVENT_NAMES)}")
+        state = self.state
+        sent = next((m for m in state.outbox if m.message_id == message_id), None)
+        if sent is None:
+            raise KeyError(message_id)
+        hooks = [
+            w
+            for w in state.webhooks.values()
+            if w.type == "transactional" and w.channel == "email" and event in w.events
+        ]
+        now = at or state.clock()
+        n = 0
+        for email in sent.to:
+            contact = state.get(email)
+            payload: JSONDict = {
+                "email": email,
+                "date": self._date(now, _CET),
+                "ts": int(now.timestamp()),
+                "message-id": message_id,
+                "ts_event": int(now.timestamp()),
+                "subject": sent.subject or "",
+                "sending_ip": "185.41.28.109",
+                "ts_epoch": int(now.timestamp() * 1000),
+                "contact_id": contact.id if contact is not None else 0,
+                "tags": list(sent.payload.get("tags") or []),
+            }
+            if isinstance(sent.payload.get("templateId"), int):
+                payload["template_id"] = sent.payload["templateId"]
+            if event == "click":
+                payload["link"] = link
+            if event == "hardBounce":
+                payload["reason"] = reason or _REASONS["hardBounce"]
+            for hook in hooks:
+                url, headers = brevo_auth_headers(hook)
+                body = {"event": TRANSACTIONAL_EVENT_NAMES[event], "id": hook.id, **payload}
+
+                def headers_fn(
+                    _url: str, _body: bytes, h: dict[str, str] = headers
+                ) -> dict[str, str]:
+                    return h
+
+                self.sender.deliver(
+                    url,
+                    [body],
+                    headers_fn,
+                    key=f"webhook-{hook.id}",
+                    array=hook.batched,
+                    batch_size=500,
+                    linger=state.webhook_batch_window,
+                )
+                n += 1
+        return n
+
     def _hooks(self, name: str) -> list[Webhook]:
         return [
             w
@@ -913,8 +1035,10 @@ class BrevoWebhooks:
 __all__ = [
     "BREVO_RETRY",
     "DEFAULT_SUBSCRIPTIONS",
+    "ENGAGEMENT_EVENTS",
     "HUBSPOT_RETRY",
     "SIMULATED_EVENTS",
+    "TRANSACTIONAL_EVENT_NAMES",
     "Attempt",
     "BrevoWebhooks",
     "DeliveryLog",

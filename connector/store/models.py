@@ -281,6 +281,53 @@ class PurgedIdentity(Base):
     purged_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class EmailEventEntry(Base):
+    """One Brevo e-mail event kind of one campaign on one HubSpot contact: its counts, its
+    timeline note, whether the contact's e-mail properties wait to be written.
+
+    ``note_state``: ``none`` (no note yet) → ``creating`` (recorded BEFORE the create call:
+    after a crash, the note is looked for by its marker before another is made) → ``created``
+    (``note_id``); ``off`` when no note is wanted. ``note_count`` is the count the note shows.
+    """
+
+    __tablename__ = "email_event_entries"
+    __table_args__ = (
+        sa.UniqueConstraint("hubspot_id", "kind", "campaign"),
+        sa.Index(None, "note_state"),
+        sa.Index(None, "props_pending"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    hubspot_id: Mapped[str]
+    kind: Mapped[str]
+    campaign: Mapped[str]
+    campaign_name: Mapped[str | None]
+    count: Mapped[int] = mapped_column(default=0, server_default=sa.text("0"))
+    uniques: Mapped[int] = mapped_column(default=0, server_default=sa.text("0"))
+    first_at: Mapped[datetime]
+    last_at: Mapped[datetime]
+    detail: Mapped[str | None] = mapped_column(sa.Text())
+    note_state: Mapped[str] = mapped_column(default="none", server_default="none")
+    note_id: Mapped[str | None]
+    note_count: Mapped[int] = mapped_column(default=0, server_default=sa.text("0"))
+    note_attempts: Mapped[int] = mapped_column(default=0, server_default=sa.text("0"))
+    props_pending: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
+    #: when events were last added (the properties read before then are out of date)
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class EmailEventSeen(Base):
+    """The dedup key of a Brevo e-mail event already counted (a retried inbox item is not
+    counted twice); expires with ``sync.retention_days``."""
+
+    __tablename__ = "email_event_seen"
+    __table_args__ = (sa.Index(None, "seen_at"),)
+
+    key: Mapped[str] = mapped_column(primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class HookState(Base):
     """Per hook: when it was enabled (only contacts created later enroll) and the
     round-robin position (how many owners it assigned)."""
@@ -428,6 +475,8 @@ __all__ = [
     "BigIntPK",
     "Cursor",
     "DeadLetter",
+    "EmailEventEntry",
+    "EmailEventSeen",
     "Enrollment",
     "EnrollmentSource",
     "EnrollmentStatus",

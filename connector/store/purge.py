@@ -50,6 +50,7 @@ from connector.store.jobs import identity_hash
 from connector.store.models import (
     Cursor,
     DeadLetter,
+    EmailEventEntry,
     Enrollment,
     FieldState,
     InboxItem,
@@ -193,6 +194,10 @@ async def purge_person(session: AsyncSession, person: Person) -> Counter[str]:
         _mentions(Job.payload, emails) if emails else None,
         _mentions(Job.state, emails) if emails else None,
     )
+    if person.hubspot_ids and ot == "contacts":  # Brevo e-mail events counted for them
+        counts["email_event_entries"] = await _delete(
+            session, EmailEventEntry, EmailEventEntry.hubspot_id.in_(person.hubspot_ids)
+        )
     counts["jobs"] = await _delete(session, Job, job_match)
     counts["enrollments"] = await _delete(session, Enrollment, enrollment_match)
 
