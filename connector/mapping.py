@@ -90,6 +90,10 @@ TYPED_NEEDS: dict[str, str] = {
 }
 
 _BREVO_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
+#: Brevo CRM (companies, deals) attribute internal names: lower_snake (``deal_stage``)
+_BREVO_CRM_NAME = re.compile(r"[a-z][a-z0-9_]*")
+#: object types whose Brevo side is a CRM object (attributes by internal name)
+BREVO_CRM_OBJECTS = frozenset({"companies", "deals"})
 _HUBSPOT_NAME = re.compile(r"[a-z0-9_]+")
 
 
@@ -577,6 +581,7 @@ class _Checker:
         self.file = file
         self.root: yaml.Node | None = None
         self.problems: list[Problem] = []
+        self.object: str | None = None
 
     def has_errors(self) -> bool:
         return any(p.severity == "error" for p in self.problems)
@@ -618,6 +623,7 @@ class _Checker:
             self._pydantic(e, (), None, _Header)
             return None
         self._object_name(header.object)
+        self.object = header.object
         return header
 
     def entries(self, data: dict[str, Any]) -> list[tuple[int, FieldMapping]]:
@@ -706,6 +712,11 @@ class _Checker:
         if brevo.upper() in RESERVED_BREVO:
             message = f"{brevo} is reserved: the connector writes the HubSpot id there"
             self.add((*at, "brevo"), message, name=name)
+        elif self.object in BREVO_CRM_OBJECTS:
+            if not _BREVO_CRM_NAME.fullmatch(brevo):
+                fix = re.sub(r"[^a-z0-9_]", "_", brevo.lower())
+                message = f"Brevo CRM attribute internal names are lower_case: write {fix}"
+                self.add((*at, "brevo"), message, name=name)
         elif not (identity and brevo == identity.brevo) and not _BREVO_NAME.fullmatch(brevo):
             fix = re.sub(r"[^A-Z0-9_]", "_", brevo.upper())
             message = f"Brevo attribute names are UPPER_CASE: write {fix}"
