@@ -254,7 +254,7 @@ def check_pipelines(mapping: Mapping, side: CrmSide, add: AddProblem) -> None:
         )
         add(stage_field, "transform", message, "error")
     missing = [
-        f"{s.id} ({s.label}, {p.label})"
+        f"{s.id} ({p.label} / {s.label})"
         for p in mapped
         for s in p.stages
         if not s.archived and s.id not in stage_map
