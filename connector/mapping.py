@@ -716,7 +716,7 @@ class _Checker:
             if not _BREVO_CRM_NAME.fullmatch(brevo):
                 fix = re.sub(r"[^a-z0-9_]", "_", brevo.lower())
                 message = f"Brevo CRM attribute internal names are lower_case: write {fix}"
-                self.add((*at, "brevo"), message, name=name)
+                self.add((*at, "brevo"), message, name=name, severity="warning")
         elif not (identity and brevo == identity.brevo) and not _BREVO_NAME.fullmatch(brevo):
             fix = re.sub(r"[^A-Z0-9_]", "_", brevo.upper())
             message = f"Brevo attribute names are UPPER_CASE: write {fix}"

@@ -277,9 +277,9 @@ async def test_missing_and_mistyped_crm_attributes(tmp_path: Path, accounts: Acc
 def test_static_check_wants_lower_case_crm_names() -> None:
     text = "object: deals\nfields:\n  - {hubspot: dealname, brevo: DEAL_NAME}\n"
     mapping, problems = check_mapping_text(text)
-    assert mapping is None
-    assert [(p.line, p.message) for p in problems] == [
-        (3, "Brevo CRM attribute internal names are lower_case: write deal_name")
+    assert mapping is not None  # a warning: the live check names the attribute Brevo has
+    assert [(p.line, p.severity, p.message) for p in problems] == [
+        (3, "warning", "Brevo CRM attribute internal names are lower_case: write deal_name")
     ]
     contacts, _ = check_mapping_text("object: contacts\nfields:\n  - {hubspot: a, brevo: A}\n")
     assert contacts is not None
@@ -338,3 +338,11 @@ def test_every_stage_and_value_is_checked(kept: list[str], targets: list[str]) -
         assert missing_msgs == []
     assert bool(bad_msgs) == ("nope" in stage_map.values())
     assert len(found) == len(missing_msgs) + len(bad_msgs)
+
+
+async def test_upper_case_crm_name_names_the_real_one(tmp_path: Path, accounts: Accounts) -> None:
+    path = fixture_copy(tmp_path, "deals.yaml", {"    brevo: amount\n": "    brevo: AMOUNT\n"})
+    problems = await live_check(load_mapping(path), accounts.hubspot, accounts.brevo)
+    (error,) = errors(problems)
+    assert (error.line, error.field) == (line_with(path, "brevo: AMOUNT"), "amount")
+    assert "its internal name is 'amount': write brevo: amount" in error.message
