@@ -962,6 +962,7 @@ async def _webhooks_register(settings: Settings, dry_run: bool) -> int:
         ensure_brevo_webhook,
         hubspot_instructions,
         hubspot_subscriptions,
+        subscription_notes,
         targets,
     )
 
@@ -986,6 +987,8 @@ async def _webhooks_register(settings: Settings, dry_run: bool) -> int:
     click.echo("")
     for line in hubspot_instructions(target, subscriptions):
         click.echo(line)
+    for note in subscription_notes(settings):
+        click.echo(f"  Note: {note}")
     return 0
 
 

@@ -20,11 +20,14 @@ from typing import Any
 import yaml
 
 from connector.brevo.client import BrevoClient
+from connector.brevo.crm import BrevoCrm
 from connector.brevo.models import BrevoAttribute
 from connector.errors import ApiError, ConnectorError, NotFoundError, ValidationError
 from connector.hubspot.client import HubSpotClient
+from connector.hubspot.crm import HubSpotCrm
 from connector.hubspot.models import PropertyDef
 from connector.mapping import (
+    CRM_OBJECTS,
     READ_ONLY_HUBSPOT,
     BrevoAttributeSpec,
     CompiledField,
@@ -35,6 +38,13 @@ from connector.mapping import (
     check_mappings,
     line_of,
     load_mappings,
+)
+from connector.mapping_crm import (
+    CrmSide,
+    check_crm_fields,
+    check_pipelines,
+    is_pipeline_field,
+    is_stage_field,
 )
 from connector.plan import Side
 from connector.transforms import BooleanTransform, DateTransform, NumberTransform, ValueMap
@@ -270,7 +280,9 @@ class _Check:
 
     # HubSpot
 
-    def hubspot(self, f: CompiledField, props: dict[str, PropertyDef]) -> None:
+    def hubspot(
+        self, f: CompiledField, props: dict[str, PropertyDef], *, values: bool = True
+    ) -> None:
         prop = props.get(f.hubspot)
         obj = self.mapping.object
         if prop is None:
@@ -302,7 +314,8 @@ class _Check:
                 "if Brevo's values differ"
             )
             self.add(f, "type", message, "warning")
-        self._hubspot_values(f, prop, hs_type)
+        if values:
+            self._hubspot_values(f, prop, hs_type)
 
     def _missing_hubspot(self, f: CompiledField) -> None:
         obj = self.mapping.object
@@ -450,7 +463,9 @@ async def live_check(
         return [Problem(check.file, check.lines.top("object"), "object", message)]
     props = {p.name: p for p in listed if not p.archived}
     attributes: dict[str, BrevoAttribute] | None = None
-    if mapping.object == "contacts":
+    if mapping.object in CRM_OBJECTS:
+        await _crm_check(check, props, hubspot, brevo)
+    elif mapping.object == "contacts":
         attributes = {a.name.upper(): a for a in await brevo.list_attributes()}
     else:
         message = f"Brevo attributes are checked for contacts only, not {mapping.object}"
@@ -458,6 +473,8 @@ async def live_check(
             Problem(check.file, check.lines.top("object"), "object", message, "warning")
         )
     for f in mapping.fields:
+        if mapping.object in CRM_OBJECTS:
+            break  # checked by _crm_check
         check.hubspot(f, props)
         prop = props.get(f.hubspot)
         labels = tuple((o.value, o.label) for o in prop.options) if prop else ()
@@ -469,6 +486,34 @@ async def live_check(
         check.problems.append(Problem(check.file, check.lines.top("identity"), "identity", message))
     check.read_only(listed, default_region)
     return sorted(check.problems, key=lambda p: p.line or 0)
+
+
+async def _crm_check(
+    check: _Check, props: dict[str, PropertyDef], hubspot: HubSpotClient, brevo: BrevoClient
+) -> None:
+    """A companies or deals mapping: HubSpot properties as for contacts (a pipeline's and a
+    stage's value map are checked against the pipelines instead of the property's options),
+    Brevo CRM attributes, and for deals both sides' pipelines (:mod:`connector.mapping_crm`).
+    """
+    mapping = check.mapping
+    deals = mapping.object == "deals"
+    for f in mapping.fields:
+        check.hubspot(f, props, values=not (deals and (is_pipeline_field(f) or is_stage_field(f))))
+
+    def add(f: CompiledField, key: str, message: str, severity: Severity) -> None:
+        check.add(f, key, message, severity)
+
+    crm = BrevoCrm(brevo)
+    listed = await (crm.deal_attributes() if deals else crm.company_attributes())
+    attributes = {a.internal_name: a for a in listed}
+    check_crm_fields(mapping, attributes, add)
+    if deals and any(is_pipeline_field(f) or is_stage_field(f) for f in mapping.fields):
+        side = CrmSide(
+            attributes,
+            await HubSpotCrm(hubspot).pipelines("deals"),
+            await crm.pipelines(),
+        )
+        check_pipelines(mapping, side, add)
 
 
 async def create_missing(

@@ -107,6 +107,7 @@ class Runtime:
         from datetime import timedelta
 
         from connector.objects.crm_sync import CrmObjectSync
+        from connector.objects.deal_events import DealEvents
 
         mapping = self._load_mapping(object_type)
         sync = self.settings.sync
@@ -122,6 +123,9 @@ class Runtime:
             on_brevo_delete=sync.on_brevo_delete,
             max_delete_share=sync.max_delete_share,
             import_list_ids=[lists.all_contacts] if lists.all_contacts else [],
+            # a deal stage change → the deal_stage_changed Brevo event, queued in the sync's
+            # transaction and sent by the hook runner
+            on_events=DealEvents(mapping) if object_type == "deals" else None,
         )
         self.mappings[object_type] = mapping
         self.objects[object_type] = obj

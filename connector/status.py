@@ -11,16 +11,19 @@ raises for an unreachable API or database: that is what the report says.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from connector import __version__
+from connector.brevo.crm_budget import CRM_FAMILY, hourly_limit
 from connector.config import BrevoSettings, HubSpotSettings, Settings
 from connector.errors import scrub
 from connector.log import mask_email
@@ -73,6 +76,109 @@ class SkippedCount:
     count: int
 
 
+#: object types written through Brevo's CRM endpoints (the 100-calls-per-hour budget)
+CRM_OBJECTS = ("companies", "deals")
+#: CSV bytes of one company or deal row, to estimate the imports of queued keys
+CRM_ROW_BYTES = 200
+
+
+@dataclass(frozen=True)
+class CrmBudget:
+    """Brevo's CRM hourly budget (``x-sib-ratelimit-*`` of status's own ``GET /account``, an
+    endpoint of the same 100-per-hour family), the CRM work queued in the inbox, and when it
+    can be done.
+
+    ``limit``/``used``/``resets_in`` are None when Brevo sent no rate-limit headers (then the
+    plan's limit is the configured plan's). ``queued`` counts open dirty keys per object type
+    and side; ``calls`` is the estimate of the calls they take (a Brevo-side key: one read;
+    HubSpot-side keys: the imports that carry them, and one status poll per import — link
+    calls are not known before the records are read); ``done_at`` is when the last of those
+    can go out at the current budget (:func:`connector.brevo.crm_budget.iter_call_times`).
+    """
+
+    plan_limit: int
+    limit: int | None
+    used: int | None
+    resets_in: int | None
+    queued: dict[str, int]
+    calls: int
+    done_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "limit": self.limit if self.limit is not None else self.plan_limit,
+            "used_last_hour": self.used,
+            "remaining": None
+            if self.used is None or self.limit is None
+            else self.limit - self.used,
+            "resets_in_seconds": self.resets_in,
+            "queued_keys": self.queued,
+            "queued_calls": self.calls,
+            "done_at": _iso(self.done_at),
+        }
+
+
+def crm_budget(
+    headers: tuple[int | None, int | None, int | None] | None,
+    queued: dict[str, int],
+    *,
+    plan_limit: int,
+    now: datetime,
+) -> CrmBudget:
+    """The :class:`CrmBudget` from Brevo's headers (or None) and the queued keys
+    (``"companies:hubspot"`` → count). Pure: no I/O."""
+    from connector.brevo.crm_budget import HOUR, Budget, CrmWork, ImportQueue, plan
+
+    limit = used = resets_in = None
+    if headers is not None and headers[1] is not None:
+        limit = headers[0] if headers[0] else plan_limit
+        used = max(limit - headers[1], 0)
+        resets_in = headers[2]
+    budget_limit = limit or plan_limit
+    leave = float(resets_in if resets_in is not None else HOUR)
+    # the calls in the window leave it when Brevo's window resets
+    window = ((leave - HOUR, used),) if used else ()
+    budget = Budget(budget_limit, HOUR, window)
+
+    def rows(n: int) -> ImportQueue:
+        return ImportQueue.of([CRM_ROW_BYTES] * n, 64) if n else ImportQueue()
+
+    work = CrmWork(
+        company_imports=rows(queued.get("companies:hubspot", 0)),
+        deal_imports=rows(queued.get("deals:hubspot", 0)),
+        polls_per_import=1,
+        reads=tuple((n, None) for key, n in sorted(queued.items()) if key.endswith(":brevo") and n),
+    )
+    calls = plan(work, budget, 0.0)
+    return CrmBudget(
+        plan_limit,
+        limit,
+        used,
+        resets_in,
+        dict(queued),
+        calls.total,
+        now + timedelta(seconds=calls.wait_seconds),
+    )
+
+
+async def _crm_queue(session: AsyncSession) -> dict[str, int]:
+    """Open inbox keys of companies and deals, as ``"object_type:side"`` → count."""
+    from connector.store.inbox import OPEN_STATUSES
+    from connector.store.models import InboxItem
+
+    side = sa.case(
+        (InboxItem.source != "pull", InboxItem.source),
+        (InboxItem.dedup_key.like("pull:brevo:%"), "brevo"),
+        else_="hubspot",
+    )
+    stmt = (
+        sa.select(InboxItem.object_type, side, sa.func.count())
+        .where(InboxItem.status.in_(OPEN_STATUSES), InboxItem.object_type.in_(CRM_OBJECTS))
+        .group_by(InboxItem.object_type, side)
+    )
+    return {f"{o}:{system}": int(n) for o, system, n in await session.execute(stmt)}
+
+
 @dataclass
 class StatusReport:
     """Everything ``connector status`` shows."""
@@ -91,6 +197,7 @@ class StatusReport:
     skipped: list[SkippedCount] = field(default_factory=list)
     dead_letters_open: int | None = None
     last_error: runs.RunSummary | None = None
+    crm: CrmBudget | None = None
 
     @property
     def database_migrated(self) -> bool:
@@ -118,7 +225,9 @@ class StatusReport:
         given up after their retries), ``skipped_no_email``, ``skipped``
         (list: ``system``, ``object_type``, ``reason``, ``count``), ``dead_letters_open``,
         ``last_error`` (``null`` or ``at``, ``kind``, ``system``, ``object_type``,
-        ``status``, ``error``).
+        ``status``, ``error``), ``brevo_crm_budget`` (``null`` unless companies or deals
+        sync: ``limit``, ``used_last_hour``, ``remaining``, ``resets_in_seconds``,
+        ``queued_keys``, ``queued_calls``, ``done_at``).
         """
         store_read = self.database_migrated
         last = self.last_error
@@ -175,6 +284,7 @@ class StatusReport:
                 "status": last.status,
                 "error": last.error,
             },
+            "brevo_crm_budget": self.crm.to_json() if self.crm is not None else None,
         }
 
 
@@ -206,8 +316,11 @@ async def _check(system: str, call: Callable[[], Awaitable[str | None]]) -> Conn
 
 
 async def _connections(
-    settings: Settings, sessions: async_sessionmaker[AsyncSession]
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    rate: dict[str, tuple[int | None, int | None, int | None]] | None = None,
 ) -> tuple[Connection, Connection]:
+    """Both connection checks; ``rate`` receives Brevo's rate-limit headers per family."""
     from connector.brevo.client import BrevoClient
     from connector.hubspot.auth import DbTokenStore
     from connector.hubspot.client import HubSpotClient
@@ -235,6 +348,8 @@ async def _connections(
         hs_check = _check("hubspot", hubspot_account) if hubspot else _off("hubspot", disabled)
         br_check = _check("brevo", brevo_account) if brevo else _off("brevo", disabled)
         hs, br = await asyncio.gather(hs_check, br_check)
+        if brevo is not None and rate is not None:
+            rate.update(brevo.rate_headers)
         return hs, br
     finally:
         if hubspot is not None:
@@ -262,12 +377,21 @@ def _sync_line(r: runs.RunSummary) -> SyncLine:
     )
 
 
+def _switched_on(settings: Settings) -> list[str]:
+    """The object types the config's ``sync:`` switches on (supported yet or not)."""
+    switches = settings.connectors.hubspot.sync.model_dump()
+    return [o for o, on in switches.items() if on]
+
+
 async def gather(settings: Settings, *, now: datetime | None = None) -> StatusReport:
     """Check both APIs and read the store; never raises for an unreachable one."""
     engine = db.create_engine(settings.database.url, sqlite_begin="DEFERRED")
     sessions = db.session_factory(engine)
     try:
-        (hs, br), health = await asyncio.gather(_connections(settings, sessions), db.check(engine))
+        rate: dict[str, tuple[int | None, int | None, int | None]] = {}
+        (hs, br), health = await asyncio.gather(
+            _connections(settings, sessions, rate), db.check(engine)
+        )
         report = StatusReport(
             generated_at=now or datetime.now(UTC),
             hubspot=hs,
@@ -300,6 +424,13 @@ async def gather(settings: Settings, *, now: datetime | None = None) -> StatusRe
             ]
             report.dead_letters_open = await deadletters.count_open(s)
             report.last_error = await runs.last_error(s)
+            if any(o in CRM_OBJECTS for o in _switched_on(settings)):
+                report.crm = crm_budget(
+                    rate.get(CRM_FAMILY),
+                    await _crm_queue(s),
+                    plan_limit=hourly_limit(settings.connectors.brevo.plan),
+                    now=report.generated_at,
+                )
         return report
     finally:
         await engine.dispose()
@@ -400,6 +531,8 @@ def render(report: StatusReport, console: Console, *, show_emails: bool = False)
         "Dead letters",
         f"[red]{open_dl} open[/] → connector dlq list" if open_dl else "0 open",
     )
+    if report.crm is not None:
+        facts.add_row("Brevo CRM budget", crm_line(report.crm, now))
     last = report.last_error
     if last is None:
         facts.add_row("Last error", "none")
@@ -410,13 +543,38 @@ def render(report: StatusReport, console: Console, *, show_emails: bool = False)
     console.print(facts)
 
 
+def crm_line(crm: CrmBudget, now: datetime) -> str:
+    """``Brevo CRM budget``: used of the hour, what is queued, and when it is done."""
+    if crm.used is None or crm.limit is None:
+        used = f"? of {crm.plan_limit}/h used (Brevo sent no rate-limit headers)"
+    else:
+        resets = f", resets in {_minutes(crm.resets_in)}" if crm.resets_in else ""
+        used = f"{crm.used} of {crm.limit}/h used{resets}"
+    keys = sum(crm.queued.values())
+    if not keys:
+        return f"{used}; nothing queued"
+    seconds = (crm.done_at - now).total_seconds()
+    when = "now" if seconds <= 0 else f"in {_minutes(seconds)}"
+    detail = ", ".join(f"{k.replace(':', ' from ')}: {n}" for k, n in sorted(crm.queued.items()))
+    return f"{used}; queued {keys} key(s) ({detail}) ≈ {crm.calls} call(s), done {when}"
+
+
+def _minutes(seconds: float | None) -> str:
+    minutes = math.ceil((seconds or 0) / 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
+
+
 __all__ = [
     "API_TIMEOUT",
     "DEAD_EVENTS_HINT",
     "Connection",
+    "CrmBudget",
     "SkippedCount",
     "StatusReport",
     "SyncLine",
+    "crm_budget",
+    "crm_line",
     "gather",
     "render",
 ]

@@ -121,18 +121,81 @@ async def ensure_brevo_webhook(
     return True, hook_id
 
 
-def hubspot_subscriptions(settings: Settings) -> list[str]:
-    """The HubSpot subscriptions: the contact events and one propertyChange per mapped
-    property of ``contacts.yaml``."""
-    path = mapping_path(settings, "contacts")
+#: the HubSpot event prefix of each object type the config can switch on (``sync:``)
+HUBSPOT_PREFIX = {"companies": "company", "deals": "deal", "tickets": "ticket"}
+#: record events subscribed for companies, deals and tickets (each also gets one
+#: ``propertyChange`` per mapped property, and ``associationChange``)
+HUBSPOT_RECORD_EVENTS = ("creation", "deletion", "merge", "restore")
+#: the engagement object types whose changes reach Brevo (meetings, calls, notes), by HubSpot
+#: objectTypeId: they can only be subscribed as generic ``object.*`` events (API notes §3.2)
+HUBSPOT_ENGAGEMENT_TYPES = (("meetings", "0-47"), ("calls", "0-48"), ("notes", "0-46"))
+HUBSPOT_ENGAGEMENT_EVENTS = ("creation", "deletion", "associationChange")
+
+
+def _mapped_properties(settings: Settings, object_type: str) -> list[str] | None:
+    """The subscribable HubSpot properties of an object type's mapping file (None: no file)."""
+    path = mapping_path(settings, object_type)
     if not path.is_file():
+        return None
+    mapping = load_mapping(path, default_region=settings.sync.default_region)
+    return [p for p in mapping.hubspot_properties() if p not in HUBSPOT_UNSUBSCRIBABLE]
+
+
+def hubspot_subscriptions(settings: Settings) -> list[str]:
+    """The HubSpot subscriptions for the object types switched on in ``sync:``.
+
+    Contacts: the contact events and one propertyChange per mapped property of
+    ``contacts.yaml``. Companies, deals, tickets: creation, deletion, merge, restore,
+    associationChange and one propertyChange per property of their mapping file.
+    Engagements: ``object.*`` (generic) creation, deletion and associationChange of meetings,
+    calls and notes, by objectTypeId. A ConfigError when contacts have no mapping file; an
+    object type without one gets no propertyChange (:func:`subscription_notes` says so).
+    """
+    props = _mapped_properties(settings, "contacts")
+    if props is None:
+        path = mapping_path(settings, "contacts")
         raise ConfigError(
             f"{path}: no mapping file for contacts — set sync.mappings_dir in the config",
             key="sync.mappings_dir",
         )
-    mapping = load_mapping(path, default_region=settings.sync.default_region)
-    props = [p for p in mapping.hubspot_properties() if p not in HUBSPOT_UNSUBSCRIBABLE]
-    return [*HUBSPOT_OBJECT_EVENTS, *(f"contact.propertyChange: {p}" for p in props)]
+    subs = [
+        *HUBSPOT_OBJECT_EVENTS,
+        *(f"contact.propertyChange: {p}" for p in props),
+    ]
+    switches = settings.connectors.hubspot.sync
+    enabled = [o for o in HUBSPOT_PREFIX if getattr(switches, o, False)]
+    if enabled:
+        subs.append("contact.associationChange")
+    for object_type in enabled:
+        prefix = HUBSPOT_PREFIX[object_type]
+        mapped = _mapped_properties(settings, object_type) or []
+        subs += [f"{prefix}.{e}" for e in HUBSPOT_RECORD_EVENTS]
+        subs.append(f"{prefix}.associationChange")
+        subs += [f"{prefix}.propertyChange: {p}" for p in mapped]
+    if getattr(switches, "engagements", False):
+        for name, type_id in HUBSPOT_ENGAGEMENT_TYPES:
+            subs += [
+                f"object.{e} (objectTypeId {type_id}, {name})" for e in HUBSPOT_ENGAGEMENT_EVENTS
+            ]
+    return subs
+
+
+def subscription_notes(settings: Settings) -> list[str]:
+    """What the operator should know about the subscriptions: object types switched on
+    without a mapping file (their propertyChange subscriptions cannot be listed yet)."""
+    notes: list[str] = []
+    switches = settings.connectors.hubspot.sync
+    for object_type, prefix in HUBSPOT_PREFIX.items():
+        if (
+            getattr(switches, object_type, False)
+            and _mapped_properties(settings, object_type) is None
+        ):
+            path = mapping_path(settings, object_type)
+            notes.append(
+                f"sync.{object_type} is on but {path} does not exist: add the mapping file, then "
+                f"run this again for its {prefix}.propertyChange subscriptions"
+            )
+    return notes
 
 
 def hubspot_instructions(target: Targets, subscriptions: list[str]) -> list[str]:

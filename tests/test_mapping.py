@@ -473,10 +473,10 @@ def test_warnings_do_not_stop_loading() -> None:
         object: deals
         fields:
           - hubspot: amount
-            brevo: AMOUNT
+            brevo: amount
             type: number
           - hubspot: closedate
-            brevo: CLOSE_DATE
+            brevo: close_date
             type: datetime
             transform: date
             direction: hubspot_to_brevo

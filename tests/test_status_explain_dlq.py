@@ -30,6 +30,7 @@ STATUS_KEYS = {
     "syncs",
     "records_synced",
     "pending_dirty_keys",
+    "brevo_crm_budget",
     "dead_inbox_events",
     "skipped_no_email",
     "skipped",

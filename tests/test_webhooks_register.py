@@ -3,11 +3,19 @@ against the sandboxes."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from daemon_env import CliEnv, cli_env
 
-from connector.webhook_setup import BREVO_EMAIL_EVENTS, BREVO_EVENTS
+from connector.config import Settings, load_config
+from connector.webhook_setup import (
+    BREVO_EMAIL_EVENTS,
+    BREVO_EVENTS,
+    HUBSPOT_OBJECT_EVENTS,
+    hubspot_subscriptions,
+    subscription_notes,
+)
 
 PUBLIC_URL = "https://sync.example.com"
 TOKEN = "register-test-token-0123456789"
@@ -90,3 +98,59 @@ async def test_connector_test_shows_the_check(tmp_path: Path) -> None:
         assert code == 0, err
         _, out, _ = await env.cli("test")
         assert "✓ Brevo webhook registered" in out
+
+
+# --- the subscriptions per enabled object type (no process, no API) ------------------------
+
+
+def _settings_for(tmp_path: Path, sync: str, mappings: list[Path]) -> Settings:
+    folder = tmp_path / "mappings"
+    folder.mkdir(parents=True, exist_ok=True)
+    for m in mappings:
+        shutil.copy(m, folder)
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "connectors:\n  hubspot:\n    access_token: t\n"
+        f"    sync: {sync}\n"
+        "  brevo:\n    api_key: k\n"
+        f"database:\n  url: sqlite:///{tmp_path / 'c.db'}\n"
+        f"sync:\n  mappings_dir: {folder}\n"
+    )
+    return load_config(config, env={})
+
+
+CONTACTS = Path(__file__).resolve().parents[1] / "mappings" / "contacts.yaml"
+CRM = Path(__file__).resolve().parent / "mappings_crm"
+
+
+def test_contacts_only_keeps_the_contact_subscriptions(tmp_path: Path) -> None:
+    settings = _settings_for(tmp_path, "{contacts: true}", [CONTACTS])
+    subs = hubspot_subscriptions(settings)
+    assert subs[:5] == list(HUBSPOT_OBJECT_EVENTS)
+    assert all(s.startswith("contact.") for s in subs)
+    assert "contact.associationChange" not in subs
+    assert subscription_notes(settings) == []
+
+
+def test_companies_deals_engagements_subscriptions(tmp_path: Path) -> None:
+    settings = _settings_for(
+        tmp_path,
+        "{contacts: true, companies: true, deals: true, tickets: true, engagements: true}",
+        [CONTACTS, CRM / "deals.yaml", CRM / "companies.yaml"],
+    )
+    subs = hubspot_subscriptions(settings)
+    contact_only = hubspot_subscriptions(_settings_for(tmp_path / "x", "{}", [CONTACTS]))
+    assert subs[: len(contact_only)] == contact_only  # the contact output as it was
+    for prefix in ("company", "deal", "ticket"):
+        for event in ("creation", "deletion", "merge", "restore", "associationChange"):
+            assert f"{prefix}.{event}" in subs
+    assert "contact.associationChange" in subs
+    assert "deal.propertyChange: dealstage" in subs
+    assert "deal.propertyChange: amount" in subs
+    assert "company.propertyChange: numberofemployees" in subs
+    assert not any(s.startswith("ticket.propertyChange") for s in subs)  # no tickets.yaml
+    for type_id in ("0-46", "0-47", "0-48"):
+        assert f"object.creation (objectTypeId {type_id}" in "\n".join(subs)
+    assert len(subs) == len(set(subs))
+    notes = subscription_notes(settings)
+    assert len(notes) == 1 and "sync.tickets is on" in notes[0]

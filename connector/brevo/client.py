@@ -409,6 +409,9 @@ class BrevoClient:
         self.settings = settings
         self.limiters = limiters if limiters is not None else brevo_limiters(settings.plan)
         self.calls: Counter[str] = Counter()
+        #: per rate family, the last ``x-sib-ratelimit-(limit, remaining, reset)`` Brevo sent
+        #: (account-wide, so they count other processes' calls too: ``connector status``)
+        self.rate_headers: dict[str, tuple[int | None, int | None, int | None]] = {}
         self._metrics: ApiMetrics | None = None
         self.import_chunk_bytes = IMPORT_CHUNK_BYTES
         self._sleep = sleep
@@ -456,6 +459,11 @@ class BrevoClient:
     async def _on_response(self, response: httpx.Response) -> None:
         request = response.request
         observe_brevo_headers(self.limiter_for(request.url.path), response.headers)
+        if "x-sib-ratelimit-remaining" in response.headers:
+            self.rate_headers[brevo_family(request.url.path)] = tuple(  # type: ignore[assignment]
+                _header_int(response.headers, f"x-sib-ratelimit-{k}")
+                for k in ("limit", "remaining", "reset")
+            )
         if self._metrics is not None:
             self._metrics.observe(SYSTEM, response.status_code)
         self.calls[_ENDPOINT.get() or f"{request.method} {request.url.path}"] += 1
@@ -1146,3 +1154,11 @@ class BrevoClient:
             data = _json_body(response) or {}
             found.extend(BrevoWebhook.from_api(w) for w in data.get("webhooks") or [])
         return found
+
+
+def _header_int(headers: httpx.Headers, name: str) -> int | None:
+    raw = headers.get(name)
+    try:
+        return int(float(raw)) if raw is not None else None
+    except ValueError:
+        return None

@@ -56,6 +56,7 @@ from connector.config import Settings
 from connector.errors import ConfigError, ConnectorError, scrub
 from connector.hubspot.client import HubSpotClient
 from connector.hubspot.models import HubSpotObject, parse_datetime
+from connector.objects.deal_events import DEAL_HOOK, DealEventSender, released_state
 from connector.onboarding import triggers
 from connector.onboarding.enroll import (
     LIFECYCLE,
@@ -309,6 +310,7 @@ class HookRunner:
         self.batch = batch
         self._provider: CalendarProvider | None = None
         self._http: httpx.AsyncClient | None = None
+        self._deal_sender: DealEventSender | None = None
         self.log = log.bind(worker=worker_id)
 
     @property
@@ -340,7 +342,8 @@ class HookRunner:
     def hooks(self) -> list[str]:
         """The hooks whose jobs this runner takes: onboarding only while it is enabled
         (its jobs wait otherwise), lifecycle always."""
-        return [ONBOARDING, LIFECYCLE] if onboarding_enabled(self.settings) else [LIFECYCLE]
+        hooks = [LIFECYCLE, DEAL_HOOK]
+        return [ONBOARDING, *hooks] if onboarding_enabled(self.settings) else hooks
 
     async def prepare(self) -> None:
         """Record whether onboarding is enabled; its first enabling time is when contacts
@@ -381,6 +384,9 @@ class HookRunner:
             lists = [j for j in claimed if j.hook == LIFECYCLE and j.step == "lists"]
             if lists:
                 await self._run_lists(lists, out)
+            deals = [j for j in claimed if j.hook == DEAL_HOOK]
+            if deals:
+                await self._run_deal_events(deals, out)
             for job in claimed:
                 if stop is not None and stop.is_set():
                     await self._release([j for j in claimed if j.status == "running"])
@@ -496,6 +502,31 @@ class HookRunner:
         async with self.sessions() as s, s.begin():
             await jobs.succeed(s, job.id, result, now=self.clock(), worker=self.worker_id)
         out.succeeded += 1
+
+    async def _run_deal_events(self, claimed: list[JobRecord], out: RunnerResult) -> None:
+        """``deal_stage_changed`` events (:mod:`connector.objects.deal_events`), batched."""
+        if self._deal_sender is None:
+            self._deal_sender = DealEventSender(self.hubspot, self.brevo)
+
+        async def save_state(job: JobRecord, changes: dict[str, Any]) -> JobRecord:
+            return await self._save_state(job, **changes)
+
+        try:
+            done = await self._deal_sender.run(claimed, save_state)
+        except Exception as e:
+            for job in claimed:
+                await self._failed(job, e, out, permanent=False)
+            return
+        for job in claimed:
+            if job.id in done.errors:
+                permanent = job.id in done.permanent
+                await self._failed(job, done.errors[job.id], out, permanent=permanent)
+                continue
+            async with self.sessions() as s, s.begin():
+                await jobs.succeed(
+                    s, job.id, done.results.get(job.id, {}), now=self.clock(), worker=self.worker_id
+                )
+            out.succeeded += 1
 
     # --- onboarding ---------------------------------------------------------------------
 
@@ -994,6 +1025,8 @@ async def retry_job(sessions: async_sessionmaker[AsyncSession], job_id: int) -> 
         state = None
         if current is not None and current.hook == LIFECYCLE and current.state.get("calling"):
             state = {k: v for k, v in current.state.items() if k != "calling"}
+        elif current is not None and current.hook == DEAL_HOOK:
+            state = released_state(current.state)
         return await jobs.retry(s, job_id, now=utcnow(), state=state)
 
 

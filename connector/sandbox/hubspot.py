@@ -49,6 +49,7 @@ from connector.sandbox.hubspot_http import (
     ten_secondly_body,
 )
 from connector.sandbox.hubspot_model import ApiError, canonical_type
+from connector.sandbox.hubspot_pipelines import list_pipelines
 from connector.sandbox.hubspot_state import (
     ALL_SCOPES,
     DEFAULT_TOKEN,
@@ -375,6 +376,7 @@ def _routes(state: HubSpotState) -> list[BaseRoute]:
         ("GET", p, "properties", objects.list_properties, srd),
         ("POST", p, "properties", objects.create_property, swr),
         ("GET", f"{p}/{{name}}", "properties", objects.get_property, srd),
+        ("GET", "/crm/pipelines/{ver}/{type}", "pipelines", list_pipelines, rd),
         ("GET", "/crm/owners/{ver}", "owners", objects.list_owners, own),
         ("GET", "/crm/owners/{ver}/", "owners", objects.list_owners, own),
         ("GET", "/crm/owners/{ver}/{owner_id}", "owners", objects.get_owner, own),

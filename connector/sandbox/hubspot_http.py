@@ -42,6 +42,7 @@ REWRITES: tuple[tuple[str, str], ...] = (
     ("/crm/v3/properties/", "/crm/properties/v3/"),
     ("/crm/v4/associations/", "/crm/associations/v4/"),
     ("/crm/v3/owners", "/crm/owners/v3"),
+    ("/crm/v3/pipelines/", "/crm/pipelines/v3/"),
 )
 
 
