@@ -7,7 +7,7 @@ it again (HTTP connection pools, the database engine).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +21,7 @@ from connector.errors import ConfigError
 from connector.hubspot.auth import DbTokenStore
 from connector.hubspot.client import HubSpotClient
 from connector.mapping import Mapping, load_mapping
+from connector.objects.base import ObjectSync
 from connector.onboarding.enroll import HookEvents
 from connector.store import db
 
@@ -46,6 +47,8 @@ class Runtime:
     sessions: async_sessionmaker[AsyncSession]
     mappings: dict[str, Mapping] = field(default_factory=dict)
     engines: dict[str, SyncEngine] = field(default_factory=dict)
+    #: object types beyond contacts, by name (companies, deals, tickets, meetings…)
+    objects: dict[str, ObjectSync] = field(default_factory=dict)
 
     @classmethod
     @asynccontextmanager
@@ -60,6 +63,7 @@ class Runtime:
             if load_engines:
                 for object_type in enabled_objects(settings):
                     rt.add_engine(object_type)
+                rt.add_rollups()
             yield rt
         finally:
             await hubspot.aclose()
@@ -92,3 +96,36 @@ class Runtime:
         self.mappings[object_type] = mapping
         self.engines[object_type] = engine
         return engine
+
+    def add_object(self, sync: ObjectSync, name: str | None = None) -> ObjectSync:
+        """Register an object type's sync (under its ``object_type`` unless ``name``)."""
+        self.objects[name or sync.object_type] = sync
+        return sync
+
+    def add_rollups(self) -> list[str]:
+        """Register the roll-up sources the config enables (tickets, engagements, deals, custom
+        objects: ``mappings/rollups/``); the object types registered. With the deals sync
+        registered, the deal roll-ups run on its ``after_pass`` hook instead of a pull."""
+        from connector.objects.rollup_sync import build_rollups
+
+        sources = build_rollups(
+            self.settings, hubspot=self.hubspot, brevo=self.brevo, sessions=self.sessions
+        )
+        deals = sources.get("deals")
+        host = self.objects.get("deals")
+        if deals is not None and host is not None and hasattr(host, "after_pass"):
+            del sources["deals"]
+            previous = getattr(host, "after_pass", None)
+            hook: Callable[[str, list[str]], Awaitable[None]] = deals.after_pass
+            if previous is not None:
+
+                async def both(object_type: str, ids: list[str]) -> None:
+                    await previous(object_type, ids)
+                    await hook(object_type, ids)
+
+                hook = both
+            setattr(host, "after_pass", hook)  # noqa: B010 - not on the ObjectSync protocol
+        for name, source in sources.items():
+            if name not in self.objects:
+                self.add_object(source, name)
+        return list(sources)

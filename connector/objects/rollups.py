@@ -231,9 +231,7 @@ def compute_field(
     if f.value == "property":
         newest = _newest(records)
         return (
-            None
-            if newest is None
-            else _convert(newest.properties.get(f.prop or ""), f.brevo_type)
+            None if newest is None else _convert(newest.properties.get(f.prop or ""), f.brevo_type)
         )
     flt = {"count_open": "open", "count_closed": "closed"}.get(f.value, f.filter)
     chosen = (
