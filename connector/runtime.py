@@ -63,7 +63,7 @@ class Runtime:
             if load_engines:
                 for object_type in enabled_objects(settings):
                     rt.add_engine(object_type)
-                rt.add_rollups()
+                await rt.add_rollups()
             yield rt
         finally:
             await hubspot.aclose()
@@ -102,14 +102,23 @@ class Runtime:
         self.objects[name or sync.object_type] = sync
         return sync
 
-    def add_rollups(self) -> list[str]:
+    async def add_rollups(self) -> list[str]:
         """Register the roll-up sources the config enables (tickets, engagements, deals, custom
         objects: ``mappings/rollups/``); the object types registered. With the deals sync
         registered, the deal roll-ups run on its ``after_pass`` hook instead of a pull."""
-        from connector.objects.rollup_sync import build_rollups
+        from connector.objects.rollup_check import resolve_custom_types
+        from connector.objects.rollup_mapping import load_rollup_mappings, rollup_dir
+        from connector.objects.rollup_sync import build_rollups, enabled_types
 
+        mappings = load_rollup_mappings(rollup_dir(self.settings.sync.mappings_dir))
+        if enabled_types(self.settings, mappings):
+            mappings = await resolve_custom_types(mappings, self.hubspot)
         sources = build_rollups(
-            self.settings, hubspot=self.hubspot, brevo=self.brevo, sessions=self.sessions
+            self.settings,
+            hubspot=self.hubspot,
+            brevo=self.brevo,
+            sessions=self.sessions,
+            mappings=mappings,
         )
         deals = sources.get("deals")
         host = self.objects.get("deals")

@@ -315,9 +315,22 @@ def test_shipped_rollup_files_load() -> None:
     names = {f.brevo for m in mappings for f in m.fields}
     assert {"OPEN_TICKETS", "LAST_TICKET_DATE", "HEALTH_SCORE"} <= names
     assert {"LAST_MEETING_DATE", "MEETINGS_COUNT", "LAST_CALL_DATE", "LAST_NOTE_DATE"} <= names
-    assert {"DEAL_VALUE", "DEAL_COUNT"} <= names
-    _, problems = check_rollup_dir(ROOT / "mappings" / "rollups" / "examples")
+    examples, problems = check_rollup_dir(ROOT / "mappings" / "rollups" / "examples")
     assert [p for p in problems if p.severity == "error"] == []
+    assert {"DEAL_VALUE", "DEAL_COUNT"} <= {f.brevo for m in examples for f in m.fields}
+
+
+def test_an_attribute_the_contact_mapping_writes_is_refused(tmp_path: Path) -> None:
+    rollups = tmp_path / "rollups"
+    rollups.mkdir()
+    (tmp_path / "contacts.yaml").write_text(
+        (ROOT / "mappings" / "contacts.yaml").read_text(encoding="utf-8")
+    )
+    deals = (ROOT / "mappings" / "rollups" / "examples" / "deals.yaml").read_text()
+    (rollups / "deals.yaml").write_text(deals)
+    _, problems = check_rollup_dir(rollups)
+    text = [str(p) for p in problems if p.severity == "error"]
+    assert len(text) == 2 and all("contacts.yaml" in t for t in text), text
 
 
 BAD = """\

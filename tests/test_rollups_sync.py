@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from connector.objects.rollup_mapping import load_rollup_mappings
+from connector.objects.rollup_mapping import load_rollup_file, load_rollup_mappings
 from connector.objects.rollup_sync import RollupSource
 from connector.objects.rollups import ContactRollups
 from connector.sandbox.brevo_model import Contact
@@ -29,6 +29,7 @@ ATTRIBUTES = {
     "DEAL_VALUE": "float",
     "DEAL_COUNT": "float",
 }
+EXAMPLES = ROOT / "mappings" / "rollups" / "examples"
 TICKET_TO_CONTACT, MEETING, CALL, NOTE, DEAL = 16, 200, 194, 202, 3
 
 
@@ -41,7 +42,10 @@ class Bed:
             hubspot=env.hubspot,
             brevo=env.brevo,
             sessions=env.engine.sessions,
-            mappings=load_rollup_mappings(ROOT / "mappings" / "rollups"),
+            mappings=[
+                *load_rollup_mappings(ROOT / "mappings" / "rollups"),
+                load_rollup_file(EXAMPLES / "deals.yaml"),
+            ],
             list_ids=[10],
             import_threshold=import_threshold,
             clock=env.clock.now,

@@ -362,12 +362,29 @@ def rollup_files(folder: str | Path) -> list[Path]:
     return sorted([*path.glob("*.yaml"), *path.glob("*.yml")])
 
 
+def field_mapping_targets(mappings_dir: Path) -> dict[str, str]:
+    """``{Brevo attribute: file}`` of the field mappings (``mappings/*.yaml``) in a folder."""
+    targets: dict[str, str] = {}
+    for path in sorted([*mappings_dir.glob("*.yaml"), *mappings_dir.glob("*.yml")]):
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            continue  # the field-mapping check reports it
+        fields = data.get("fields") if isinstance(data, AbcMapping) else None
+        for f in fields if isinstance(fields, list) else []:
+            brevo = f.get("brevo") if isinstance(f, AbcMapping) else None
+            if isinstance(brevo, str):
+                targets.setdefault(brevo.strip().upper(), str(path))
+    return targets
+
+
 def check_rollup_dir(folder: str | Path) -> tuple[list[RollupMapping], list[Problem]]:
     """Every roll-up file of a folder (none is fine): the loaded ones and every problem.
-    Two files writing one attribute is an error (they would overwrite each other)."""
+    An attribute written by two files — two roll-ups, or a roll-up and a field mapping of the
+    folder above — is an error (they would overwrite each other)."""
     mappings: list[RollupMapping] = []
     problems: list[Problem] = []
-    writers: dict[str, str] = {}
+    writers: dict[str, str] = field_mapping_targets(Path(folder).parent)
     for path in rollup_files(folder):
         try:
             text = path.read_text(encoding="utf-8")
@@ -382,13 +399,21 @@ def check_rollup_dir(folder: str | Path) -> tuple[list[RollupMapping], list[Prob
         for f in mapping.fields:
             other = writers.get(f.brevo)
             if other is not None:
-                message = f"also written by {other}: keep it in one file"
+                message = f"also written by {other}: remove it from one of the two files"
                 problems.append(Problem(str(path), f.line, f.brevo, message))
                 clash = True
             writers.setdefault(f.brevo, str(path))
         if not clash:
             mappings.append(mapping)
     return mappings, problems
+
+
+def load_rollup_file(path: str | Path) -> RollupMapping:
+    """One roll-up file; raises :class:`MappingError` if it has errors."""
+    mapping, problems = check_rollup_text(Path(path).read_text(encoding="utf-8"), str(path))
+    if mapping is None:
+        raise MappingError(problems)
+    return mapping
 
 
 def load_rollup_mappings(folder: str | Path) -> list[RollupMapping]:
@@ -406,6 +431,7 @@ __all__ = [
     "RollupMapping",
     "check_rollup_dir",
     "check_rollup_text",
+    "load_rollup_file",
     "load_rollup_mappings",
     "rollup_dir",
     "stage_props",

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -229,8 +228,8 @@ class RollupSource:
 
 
 def enabled_types(settings: Settings, mappings: Sequence[RollupMapping]) -> set[str]:
-    """The object types whose roll-ups run: tickets and engagements by their switches
-    (``connectors.hubspot.sync``), deals and custom objects by the presence of their file."""
+    """The object types whose roll-ups run: tickets, engagements and deals by their switches
+    (``connectors.hubspot.sync``), custom objects by the presence of their file."""
     switches = settings.connectors.hubspot.sync
     enabled: set[str] = set()
     for m in mappings:
@@ -240,6 +239,9 @@ def enabled_types(settings: Settings, mappings: Sequence[RollupMapping]) -> set[
                     enabled.add(t)
             elif t in ENGAGEMENT_TYPES:
                 if switches.engagements:
+                    enabled.add(t)
+            elif t == "deals":
+                if switches.deals:
                     enabled.add(t)
             elif t != "companies":
                 enabled.add(t)
@@ -252,11 +254,13 @@ def build_rollups(
     hubspot: HubSpotClient,
     brevo: BrevoClient,
     sessions: async_sessionmaker[AsyncSession],
-    folder: str | Path | None = None,
+    mappings: Sequence[RollupMapping] | None = None,
     exclude: Collection[str] = (),
 ) -> dict[str, RollupSource]:
-    """One source per enabled object type (empty when there are no roll-up files)."""
-    mappings = load_rollup_mappings(folder or rollup_dir(settings.sync.mappings_dir))
+    """One source per enabled object type (empty when there are no roll-up files);
+    ``mappings`` default to the files of ``mappings/rollups/``."""
+    if mappings is None:
+        mappings = load_rollup_mappings(rollup_dir(settings.sync.mappings_dir))
     enabled = enabled_types(settings, mappings) - set(exclude)
     if not enabled:
         return {}
