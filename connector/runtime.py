@@ -125,12 +125,13 @@ class Runtime:
         if deals is not None and host is not None and hasattr(host, "after_pass"):
             del sources["deals"]
             previous = getattr(host, "after_pass", None)
-            hook: Callable[[str, list[str]], Awaitable[None]] = deals.after_pass
+            rollup: Callable[[str, list[str]], Awaitable[None]] = deals.after_pass
+            hook = rollup
             if previous is not None:
 
                 async def both(object_type: str, ids: list[str]) -> None:
                     await previous(object_type, ids)
-                    await hook(object_type, ids)
+                    await rollup(object_type, ids)
 
                 hook = both
             setattr(host, "after_pass", hook)  # noqa: B010 - not on the ObjectSync protocol

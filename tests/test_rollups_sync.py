@@ -266,3 +266,69 @@ async def test_500_contacts_cost_batched_calls(bed: Bed) -> None:
     ticket_ids = [str(t) for t in sorted(bed.env.hs_state.stores["tickets"].live)]
     await bed.sources["tickets"].sync_ids(hubspot_ids=ticket_ids)
     assert len(hs_log.calls) - hs_before <= 2 * math.ceil(n / 1000) + math.ceil(n / 100) + 1
+
+
+# --- wiring ------------------------------------------------------------------------------------
+
+
+class FakeDealsSync:
+    """Stands in for the deals two-way sync: an ObjectSync with an ``after_pass`` hook."""
+
+    object_type = "deals"
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, list[str]]] = []
+        self.after_pass = self.record
+
+    async def record(self, object_type: str, ids: list[str]) -> None:
+        self.seen.append((object_type, ids))
+
+
+async def test_runtime_registers_the_enabled_sources(tmp_path: Path) -> None:
+    from connector.config import (
+        BrevoSettings,
+        Connectors,
+        DatabaseSettings,
+        HubSpotSettings,
+        HubSpotSyncSwitches,
+        Settings,
+        SyncSettings,
+    )
+    from connector.runtime import Runtime
+
+    folder = tmp_path / "mappings"
+    (folder / "rollups").mkdir(parents=True)
+    (folder / "contacts.yaml").write_text(
+        "object: contacts\nidentity: {hubspot: email, brevo: email}\n"
+        "fields:\n  - {hubspot: email, brevo: email, transform: email}\n"
+    )
+    for name in ("tickets.yaml", "engagements.yaml"):
+        (folder / "rollups" / name).write_text((ROOT / "mappings" / "rollups" / name).read_text())
+    (folder / "rollups" / "deals.yaml").write_text((EXAMPLES / "deals.yaml").read_text())
+
+    def settings(**switches: bool) -> Settings:
+        return Settings(
+            connectors=Connectors(
+                hubspot=HubSpotSettings(
+                    base_url="http://127.0.0.1:9",
+                    access_token="test-token",
+                    sync=HubSpotSyncSwitches(**switches),
+                ),
+                brevo=BrevoSettings(base_url="http://127.0.0.1:9/v3", api_key="test-brevo-key"),
+            ),
+            database=DatabaseSettings(url=f"sqlite:///{tmp_path / 'rt.db'}"),
+            sync=SyncSettings(mappings_dir=str(folder)),
+        )
+
+    async with Runtime.open(settings()) as rt:
+        assert rt.objects == {}  # every switch off
+    async with Runtime.open(settings(tickets=True, engagements=True, deals=True)) as rt:
+        assert set(rt.objects) == {"tickets", "meetings", "calls", "notes", "deals"}
+        assert all(o.pull_systems == ("hubspot",) for o in rt.objects.values())
+        # with the deals two-way sync registered, deal roll-ups hang on its after_pass hook
+        host = FakeDealsSync()
+        rt.objects = {"deals": host}  # type: ignore[dict-item]
+        added = await rt.add_rollups()
+        assert "deals" not in added and rt.objects["deals"] is host
+        await host.after_pass("companies", ["1"])  # chained: the host's own hook still runs
+        assert host.seen == [("companies", ["1"])]
