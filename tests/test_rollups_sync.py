@@ -332,3 +332,19 @@ async def test_runtime_registers_the_enabled_sources(tmp_path: Path) -> None:
         assert "deals" not in added and rt.objects["deals"] is host
         await host.after_pass("companies", ["1"])  # chained: the host's own hook still runs
         assert host.seen == [("companies", ["1"])]
+
+
+async def test_a_contact_linked_later_gets_its_rollups_at_the_next_pull(bed: Bed) -> None:
+    await _linked(bed, 1)
+    late = bed.env.hs_create(email="late@example.com")
+    bed.add("tickets", late, TICKET_TO_CONTACT, subject="s", hs_pipeline="0", hs_pipeline_stage="1")
+    source = bed.sources["tickets"]
+    first = await source.pull("hubspot")  # initial resync: "late" has no Brevo contact yet
+    assert first.counts["rollup_contacts"] == 1
+    bed.env.clock.advance(300)
+    await bed.env.cycle()  # the contact sync links it now
+    await bed.env.br_state.wait_processes()
+    bed.env.clock.advance(1)
+    out = await source.pull("hubspot")  # no ticket changed since: found as newly linked
+    assert out.counts["newly_linked"] >= 1
+    assert (await bed.brevo("late@example.com")).attributes["OPEN_TICKETS"] == 1

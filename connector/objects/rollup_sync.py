@@ -52,6 +52,7 @@ RESYNC_BATCH = 1000
 PULL_BATCH = 1000
 """Changed records whose contacts are refreshed together in a pull."""
 CURSOR_PREFIX = "rollups:"
+LINKS_CURSOR_PREFIX = "rollups-links:"
 
 
 def epoch_ms(value: datetime | None) -> int:
@@ -184,9 +185,53 @@ class RollupSource:
             if len(batch) >= self.pull_batch:
                 await flush()
                 if stop is not None and stop():
-                    break
+                    return self._report(out)
         await flush()
+        await self._refresh_newly_linked(out)
         return self._report(out)
+
+    @property
+    def links_cursor_name(self) -> str:
+        return LINKS_CURSOR_PREFIX + self.object_type
+
+    async def _linked_since(self, after_id: int, limit: int) -> list[tuple[int, str]]:
+        async with self.sessions() as s:
+            rows = (
+                await s.execute(
+                    sa.select(Link.id, Link.hubspot_id)
+                    .where(
+                        Link.object_type == "contacts",
+                        Link.id > after_id,
+                        Link.hubspot_id.is_not(None),
+                        Link.brevo_id.is_not(None),
+                    )
+                    .order_by(Link.id)
+                    .limit(limit)
+                )
+            ).all()
+        return [(int(r.id), str(r.hubspot_id)) for r in rows]
+
+    async def _save_links_cursor(self, last_id: int) -> None:
+        async with self.sessions() as s, s.begin():
+            await cursors.save_cursor(
+                s,
+                cursors.Cursor("hubspot", self.links_cursor_name, self.clock(), str(last_id), []),
+            )
+
+    async def _refresh_newly_linked(self, out: Outcome) -> None:
+        """Contacts linked since the last pass (link ids above the ``rollups-links:`` cursor)
+        get their roll-ups now, not at the next change of one of their records: they were
+        skipped while unlinked. Ids, not times: no clock is compared."""
+        async with self.sessions() as s:
+            cursor = await cursors.get_cursor(s, "hubspot", self.links_cursor_name)
+        last = int(cursor.last_id) if cursor.last_id and cursor.last_id.isdigit() else 0
+        while rows := await self._linked_since(last, self.resync_batch):
+            last = rows[-1][0]
+            out.counts["newly_linked"] += len(rows)
+            await self.rollups.refresh(
+                [h for _, h in rows], object_types={self.object_type}, out=out
+            )
+            await self._save_links_cursor(last)
 
     # --- resync -----------------------------------------------------------------------------
 
@@ -198,32 +243,18 @@ class RollupSource:
         async for c in self.rollups.brevo.iter_contacts():
             brevo_values.update(brevo_rollup_values([c], attributes))
         last = 0
-        while True:
-            async with self.sessions() as s:
-                rows = (
-                    await s.execute(
-                        sa.select(Link.id, Link.hubspot_id)
-                        .where(
-                            Link.object_type == "contacts",
-                            Link.id > last,
-                            Link.hubspot_id.is_not(None),
-                            Link.brevo_id.is_not(None),
-                        )
-                        .order_by(Link.id)
-                        .limit(self.resync_batch)
-                    )
-                ).all()
-            if not rows:
-                break
-            last = rows[-1].id
+        while rows := await self._linked_since(last, self.resync_batch):
+            last = rows[-1][0]
             await self.rollups.refresh(
-                [r.hubspot_id for r in rows],
+                [h for _, h in rows],
                 object_types={self.object_type},
                 dry_run=dry_run,
                 baseline="brevo",
                 brevo_values=brevo_values,
                 out=out,
             )
+        if not dry_run and last:
+            await self._save_links_cursor(last)
         return self._report(out)
 
 
