@@ -124,7 +124,7 @@ async def test_tickets_roll_up_into_health_attributes(bed: Bed) -> None:
 
 
 async def test_a_pull_refreshes_the_contacts_of_changed_tickets(bed: Bed) -> None:
-    (ana, ana_mail), (_bo, _) = await _linked(bed, 2)
+    (ana, ana_mail), (bo, _) = await _linked(bed, 2)
     source = bed.sources["tickets"]
     first = await source.pull("hubspot")  # never pulled: a resync
     assert first.counts["rollup_contacts"] == 2
@@ -142,10 +142,15 @@ async def test_a_pull_refreshes_the_contacts_of_changed_tickets(bed: Bed) -> Non
     bed.env.clock.advance(1)
     await source.pull("hubspot")
     assert (await bed.brevo(ana_mail)).attributes["OPEN_TICKETS"] == 0
+    bed.env.clock.advance(2)
+    bed.add("tickets", bo, TICKET_TO_CONTACT, subject="b", hs_pipeline="0", hs_pipeline_stage="4")
+    bed.env.clock.advance(1)
+    await source.pull("hubspot")  # the cursor moves past the first ticket
     writes = bed.brevo_writes()
     bed.env.clock.advance(5)
-    await source.pull("hubspot")  # lookback re-reads the ticket: nothing changed, nothing sent
-    assert bed.brevo_writes() == writes
+    again = await source.pull("hubspot")  # the lookback re-reads the first ticket
+    assert again.counts["rollup_contacts"] == 1 and again.counts["unchanged"] == 1
+    assert bed.brevo_writes() == writes  # nothing changed, nothing sent
 
 
 async def test_a_deleted_ticket_refreshes_its_contacts(bed: Bed) -> None:
