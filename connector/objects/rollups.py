@@ -486,7 +486,7 @@ class ContactRollups:
                 c.changed = {
                     attr: v
                     for attr, v in c.values.items()
-                    if last.get((c.hubspot_id, attr)) != state.value_hash(canonical(v))
+                    if _differs(last.get((c.hubspot_id, attr)), v)
                 }
             return
         current = dict(brevo_values or {})
@@ -555,6 +555,14 @@ class ContactRollups:
             out.counts["brevo_imported"] += len(group)
             done += group
         return done
+
+
+def _differs(last_hash: str | None, value: Value) -> bool:
+    """Whether a value differs from the one last written (nothing written yet and nothing
+    to write is no difference: a contact without tickets gets no empty date cleared)."""
+    if last_hash is None:
+        return value is not None
+    return last_hash != state.value_hash(canonical(value))
 
 
 def _attributes(values: Mapping[str, Value]) -> dict[str, Any]:
