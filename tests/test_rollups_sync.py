@@ -353,3 +353,19 @@ async def test_a_contact_linked_later_gets_its_rollups_at_the_next_pull(bed: Bed
     out = await source.pull("hubspot")  # no ticket changed since: found as newly linked
     assert out.counts["newly_linked"] >= 1
     assert (await bed.brevo("late@example.com")).attributes["OPEN_TICKETS"] == 1
+
+
+async def test_a_resync_puts_back_a_value_edited_in_brevo(bed: Bed) -> None:
+    (ana, ana_mail), _ = await _linked(bed, 2)
+    bed.add("meetings", ana, MEETING, hs_timestamp="2026-02-10T10:00:00Z")
+    for t in ("meetings", "calls"):  # two sources, one listing of Brevo between them
+        await bed.sources[t].resync()
+    assert bed.rollups.calls["brevo_list"] == 1
+    assert (await bed.brevo(ana_mail)).attributes["MEETINGS_COUNT"] == 1
+    bed.env.br_edit(ana_mail, MEETINGS_COUNT=7)  # someone edits it by hand in Brevo
+    await bed.sources["meetings"].pull("hubspot")  # nothing changed in HubSpot: not seen
+    assert (await bed.brevo(ana_mail)).attributes["MEETINGS_COUNT"] == 7
+    bed.env.clock.advance(bed.rollups.snapshot_ttl.total_seconds() + 1)
+    out = await bed.sources["meetings"].resync()  # compares with Brevo's values: put back
+    assert out.counts["brevo_updated"] == 1 and bed.rollups.calls["brevo_list"] == 2
+    assert (await bed.brevo(ana_mail)).attributes["MEETINGS_COUNT"] == 1

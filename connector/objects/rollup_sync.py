@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 import structlog
@@ -40,7 +40,7 @@ from connector.objects.rollup_mapping import (
     load_rollup_mappings,
     rollup_dir,
 )
-from connector.objects.rollups import ContactRollups, brevo_rollup_values
+from connector.objects.rollups import ContactRollups
 from connector.store import cursors
 from connector.store import rollups as state
 from connector.store.models import Link, utcnow
@@ -238,10 +238,7 @@ class RollupSource:
     async def resync(self, *, mode: ObjectResyncMode = "resync", dry_run: bool = False) -> Outcome:
         """Refresh every linked contact against the Brevo contacts' current values."""
         out = Outcome()
-        attributes = self.rollups.attributes({self.object_type})
-        brevo_values: dict[str, dict[str, Any]] = {}
-        async for c in self.rollups.brevo.iter_contacts():
-            brevo_values.update(brevo_rollup_values([c], attributes))
+        brevo_values = await self.rollups.brevo_snapshot()
         last = 0
         while rows := await self._linked_since(last, self.resync_batch):
             last = rows[-1][0]

@@ -264,6 +264,8 @@ def compute(
 
 Baseline = Literal["store", "brevo"]
 IMPORT_THRESHOLD = 20
+SNAPSHOT_TTL = timedelta(minutes=5)
+"""How long one listing of the Brevo contacts serves the resyncs of the roll-up sources."""
 
 
 @dataclass
@@ -313,6 +315,8 @@ class ContactRollups:
         self.entries = [_Entry(f, m.health) for m in self.mappings for f in m.fields]
         self._stages: dict[str, dict[str, dict[str, Stage]]] = {}
         self.calls: Counter[str] = Counter()
+        self.snapshot_ttl = SNAPSHOT_TTL
+        self._snapshot: tuple[datetime, dict[str, dict[str, Any]]] | None = None
 
     @property
     def object_types(self) -> tuple[str, ...]:
@@ -331,6 +335,32 @@ class ContactRollups:
             p for e in self.entries if e.field.object == object_type for p in e.field.properties()
         ]
         return list(dict.fromkeys(props))
+
+    # --- the Brevo side's current values ---------------------------------------------------
+
+    async def brevo_snapshot(self) -> dict[str, dict[str, Any]]:
+        """``{Brevo id: {attribute: value}}`` of every roll-up attribute of every Brevo contact:
+        one listing (1,000 contacts per call), shared by the sources' resyncs for
+        ``snapshot_ttl`` and kept up to date with what the roll-ups write meanwhile."""
+        now = self.clock()
+        if self._snapshot is not None and now - self._snapshot[0] <= self.snapshot_ttl:
+            return self._snapshot[1]
+        attributes = self.attributes()
+        values: dict[str, dict[str, Any]] = {}
+        listed = 0
+        async for c in self.brevo.iter_contacts():
+            values.update(brevo_rollup_values([c], attributes))
+            listed += 1
+        self.calls["brevo_list"] += max(1, math.ceil(listed / 1000))
+        self._snapshot = (now, values)
+        return values
+
+    def _remember(self, written: Iterable[_Contact]) -> None:
+        if self._snapshot is None:
+            return
+        values = self._snapshot[1]
+        for c in written:
+            values.setdefault(c.link.brevo_id or "", {}).update(c.changed)
 
     # --- stages ---------------------------------------------------------------------------
 
@@ -416,6 +446,7 @@ class ContactRollups:
             out.counts["would_write"] += len(changed)
             return out
         written = await self._write(changed, out)
+        self._remember(written)
         async with self.sessions() as session, session.begin():
             for object_type, per_contact in members.items():
                 await state.replace_members(session, object_type, per_contact)
