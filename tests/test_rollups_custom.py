@@ -162,3 +162,32 @@ async def test_custom_object_rolls_up_onto_its_contacts(env: SyncEnv) -> None:
     writes = env.br_state.calls.writes()
     await source.resync()
     assert env.br_state.calls.writes() == writes
+
+
+# --- the command, end to end ------------------------------------------------------------------
+
+
+async def test_cli_mappings_check_covers_the_rollup_files(tmp_path: Path) -> None:
+    from connector.sandbox.server import SandboxServers
+    from tests.test_mappings_check import config_for, run_cli
+
+    folder = tmp_path / "mappings"
+    (folder / "rollups").mkdir(parents=True)
+    shutil.copy(ROOT / "mappings" / "contacts.yaml", folder / "contacts.yaml")
+    shutil.copy(ROOT / "mappings" / "rollups" / "engagements.yaml", folder / "rollups")
+    bad = folder / "rollups" / "tickets.yaml"
+    bad.write_text("object: tickets\nrollup:\n  - brevo: OPEN_TICKETS\n    value: count_opne\n")
+    async with SandboxServers() as servers:
+        cfg = config_for(servers, tmp_path, folder)
+        code, out, err = await run_cli("--config", str(cfg), "mappings", "check", "--offline")
+        assert code == 1, out + err
+        assert f"{bad}:4: error: OPEN_TICKETS: value 'count_opne' is not known" in out
+        assert "did you mean 'count_open'" in out
+        bad.write_text((ROOT / "mappings" / "rollups" / "tickets.yaml").read_text())
+        code, out, err = await run_cli(
+            "--config", str(cfg), "mappings", "check", "--create-missing"
+        )
+        assert code == 0, out + err
+        assert "created Brevo attribute OPEN_TICKETS (float)" in out
+        assert "created Brevo attribute LAST_MEETING_DATE (date)" in out
+        assert servers.brevo.attributes["HEALTH_SCORE"].type == "float"
