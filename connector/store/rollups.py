@@ -101,8 +101,9 @@ async def replace_members(
         for cid, records in members.items()
         for rid in dict.fromkeys(records)
     ]
-    if rows:
-        await session.execute(sa.insert(RollupMember), rows)
+    if rows:  # a concurrent refresh of the same contact may have inserted them already
+        stmt = dialect_insert(session, RollupMember).on_conflict_do_nothing()
+        await session.execute(stmt, rows)
 
 
 __all__ = ["contacts_of", "load_values", "replace_members", "save_values", "value_hash"]
