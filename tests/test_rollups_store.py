@@ -55,3 +55,16 @@ async def test_many_keys_go_in_chunks(sessions: Sessions) -> None:
         assert await state.load_values(s, [str(i) for i in range(n)]) == values
         found = await state.contacts_of(s, "calls", [str(i + 100_000) for i in range(n)])
     assert len(found) == n
+
+
+async def test_forget_contacts(sessions: Sessions) -> None:
+    async with sessions() as s, s.begin():
+        await state.save_values(
+            s, {("1", "X"): state.value_hash("1"), ("2", "X"): state.value_hash("2")}
+        )
+        await state.replace_members(s, "tickets", {"1": ["10"], "2": ["10"]})
+    async with sessions() as s, s.begin():
+        assert await state.forget_contacts(s, ["1"]) == 2
+    async with sessions() as s:
+        assert await state.load_values(s, ["1", "2"]) == {("2", "X"): state.value_hash("2")}
+        assert await state.contacts_of(s, "tickets", ["10"]) == {"10": {"2"}}

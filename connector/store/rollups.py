@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from connector.store.db import dialect_insert
+from connector.store.db import dialect_insert, rowcount
 from connector.store.models import RollupMember, RollupValue, utcnow
 
 CHUNK = 500
@@ -106,4 +106,25 @@ async def replace_members(
         await session.execute(stmt, rows)
 
 
-__all__ = ["contacts_of", "load_values", "replace_members", "save_values", "value_hash"]
+async def forget_contacts(session: AsyncSession, contact_ids: Iterable[str]) -> int:
+    """Delete everything kept about these HubSpot contacts (a privacy purge, a deletion);
+    how many rows went."""
+    ids = list(dict.fromkeys(contact_ids))
+    gone = 0
+    for chunk in _chunks(ids):
+        for stmt in (
+            sa.delete(RollupValue).where(RollupValue.hubspot_id.in_(chunk)),
+            sa.delete(RollupMember).where(RollupMember.contact_id.in_(chunk)),
+        ):
+            gone += rowcount(await session.execute(stmt))
+    return gone
+
+
+__all__ = [
+    "contacts_of",
+    "forget_contacts",
+    "load_values",
+    "replace_members",
+    "save_values",
+    "value_hash",
+]
