@@ -47,7 +47,7 @@ class Runtime:
     sessions: async_sessionmaker[AsyncSession]
     mappings: dict[str, Mapping] = field(default_factory=dict)
     engines: dict[str, SyncEngine] = field(default_factory=dict)
-    #: object types beyond contacts, by name (companies, deals, tickets, meetings…)
+    #: every other object type's sync, by object type (companies, deals, …)
     objects: dict[str, ObjectSync] = field(default_factory=dict)
 
     @classmethod
@@ -97,11 +97,6 @@ class Runtime:
         self.engines[object_type] = engine
         return engine
 
-    def add_object(self, sync: ObjectSync, name: str | None = None) -> ObjectSync:
-        """Register an object type's sync (under its ``object_type`` unless ``name``)."""
-        self.objects[name or sync.object_type] = sync
-        return sync
-
     async def add_rollups(self) -> list[str]:
         """Register the roll-up sources the config enables (tickets, engagements, deals, custom
         objects: ``mappings/rollups/``); the object types registered. With the deals sync
@@ -136,6 +131,5 @@ class Runtime:
                 hook = both
             setattr(host, "after_pass", hook)  # noqa: B010 - not on the ObjectSync protocol
         for name, source in sources.items():
-            if name not in self.objects:
-                self.add_object(source, name)
+            self.objects.setdefault(name, source)
         return list(sources)

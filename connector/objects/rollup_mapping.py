@@ -363,14 +363,17 @@ def rollup_files(folder: str | Path) -> list[Path]:
 
 
 def field_mapping_targets(mappings_dir: Path) -> dict[str, str]:
-    """``{Brevo attribute: file}`` of the field mappings (``mappings/*.yaml``) in a folder."""
+    """``{Brevo contact attribute: file}`` of the contact field mappings
+    (``mappings/*.yaml`` with ``object: contacts``) in a folder."""
     targets: dict[str, str] = {}
     for path in sorted([*mappings_dir.glob("*.yaml"), *mappings_dir.glob("*.yml")]):
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError):
             continue  # the field-mapping check reports it
-        fields = data.get("fields") if isinstance(data, AbcMapping) else None
+        if not isinstance(data, AbcMapping) or data.get("object", "contacts") != "contacts":
+            continue  # companies and deals map Brevo CRM attributes, not contact ones
+        fields = data.get("fields")
         for f in fields if isinstance(fields, list) else []:
             brevo = f.get("brevo") if isinstance(f, AbcMapping) else None
             if isinstance(brevo, str):
