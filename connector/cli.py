@@ -163,17 +163,27 @@ def db_current(ctx: click.Context) -> None:
 
 async def _mappings_check(settings: Settings, create_missing: bool, offline: bool) -> int:
     from connector.mapping_live import CreateMissingError, Report, check_directory
+    from connector.objects.rollup_check import check_rollups
+    from connector.objects.rollup_mapping import rollup_dir
     from connector.runtime import Runtime
 
     folder, region = settings.sync.mappings_dir, settings.sync.default_region
     try:
         if offline:
             report: Report = await check_directory(folder, default_region=region)
+            await check_rollups(rollup_dir(folder), report)
         else:
             async with Runtime.open(settings, load_engines=False) as rt:
                 report = await check_directory(
                     folder,
                     default_region=region,
+                    hubspot=rt.hubspot,
+                    brevo=rt.brevo,
+                    create=create_missing,
+                )
+                await check_rollups(
+                    rollup_dir(folder),
+                    report,
                     hubspot=rt.hubspot,
                     brevo=rt.brevo,
                     create=create_missing,

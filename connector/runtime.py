@@ -7,7 +7,7 @@ it again (HTTP connection pools, the database engine).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +86,7 @@ class Runtime:
                         rt.add_engine(object_type)
                 if email_events_on(settings):
                     rt.email_events = EmailEventsSync(settings, hubspot, sessions)
+                await rt.add_rollups()
             yield rt
         finally:
             await hubspot.aclose()
@@ -150,3 +151,40 @@ class Runtime:
         self.mappings[object_type] = mapping
         self.engines[object_type] = engine
         return engine
+
+    async def add_rollups(self) -> list[str]:
+        """Register the roll-up sources the config enables (tickets, engagements, deals, custom
+        objects: ``mappings/rollups/``); the object types registered. With the deals sync
+        registered, the deal roll-ups run on its ``after_pass`` hook instead of a pull."""
+        from connector.objects.rollup_check import resolve_custom_types
+        from connector.objects.rollup_mapping import load_rollup_mappings, rollup_dir
+        from connector.objects.rollup_sync import build_rollups, enabled_types
+
+        mappings = load_rollup_mappings(rollup_dir(self.settings.sync.mappings_dir))
+        if enabled_types(self.settings, mappings):
+            mappings = await resolve_custom_types(mappings, self.hubspot)
+        sources = build_rollups(
+            self.settings,
+            hubspot=self.hubspot,
+            brevo=self.brevo,
+            sessions=self.sessions,
+            mappings=mappings,
+        )
+        deals = sources.get("deals")
+        host = self.objects.get("deals")
+        if deals is not None and host is not None and hasattr(host, "after_pass"):
+            del sources["deals"]
+            previous = getattr(host, "after_pass", None)
+            rollup: Callable[[str, list[str]], Awaitable[None]] = deals.after_pass
+            hook = rollup
+            if previous is not None:
+
+                async def both(object_type: str, ids: list[str]) -> None:
+                    await previous(object_type, ids)
+                    await rollup(object_type, ids)
+
+                hook = both
+            setattr(host, "after_pass", hook)  # noqa: B010 - not on the ObjectSync protocol
+        for name, source in sources.items():
+            self.objects.setdefault(name, source)
+        return list(sources)

@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from connector.sandbox import hubspot_assoc as assoc
 from connector.sandbox import hubspot_objects as objects
+from connector.sandbox import hubspot_schemas as schemas
 from connector.sandbox.common import FaultMiddleware
 from connector.sandbox.hubspot_http import (
     DATE_VER,
@@ -348,6 +349,7 @@ def _routes(state: HubSpotState) -> list[BaseRoute]:
     srd: Scopes = lambda c: [schema_scope(c.type_param(), False)]  # noqa: E731
     swr: Scopes = lambda c: [schema_scope(c.type_param(), True)]  # noqa: E731
     own: Scopes = lambda c: ["crm.objects.owners.read"]  # noqa: E731
+    sch = schemas.schema_scopes
     table: list[tuple[str, str, str, Handler, Scopes | None]] = [
         # (method, path, family, handler, scopes); specific paths before {id}
         ("POST", f"{o}/search", "objects", objects.search, rd),
@@ -381,6 +383,14 @@ def _routes(state: HubSpotState) -> list[BaseRoute]:
         ("GET", "/crm/owners/{ver}/", "owners", objects.list_owners, own),
         ("GET", "/crm/owners/{ver}/{owner_id}", "owners", objects.get_owner, own),
         ("GET", "/account-info/{ver}/details", "account", assoc.account_details, None),
+        ("GET", "/crm-object-schemas/{ver}/schemas", "schemas", schemas.list_schemas, sch),
+        (
+            "GET",
+            "/crm-object-schemas/{ver}/schemas/{object_type}",
+            "schemas",
+            schemas.get_schema,
+            sch,
+        ),
         (
             "GET",
             "/account-info/{ver}/api-usage/daily/private-apps",

@@ -18,7 +18,13 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from connector.sandbox.hubspot_model import ENGAGEMENTS, ApiError, canonical_type, iso_ms
+from connector.sandbox.hubspot_model import (
+    ENGAGEMENTS,
+    OBJECT_TYPES,
+    ApiError,
+    canonical_type,
+    iso_ms,
+)
 from connector.sandbox.hubspot_state import HubSpotState, Token
 
 BATCH_MAX = 100
@@ -34,6 +40,8 @@ LEGACY: dict[str, frozenset[str]] = {
     "owners": frozenset({"v3"}),
     "account": frozenset({"v3"}),
     "oauth": frozenset({"v1", "v3"}),
+    "pipelines": frozenset({"v3"}),
+    "schemas": frozenset({"v3"}),
 }
 # legacy prefix → canonical "/{family}/{ver}/" prefix, so one route serves both path styles
 REWRITES: tuple[tuple[str, str], ...] = (
@@ -169,6 +177,8 @@ Scopes = Callable[[Ctx], list[str]]
 def object_scope(t: str, write: bool) -> str:
     if t == "tickets":
         return "tickets"
+    if t not in OBJECT_TYPES:  # a custom object type (hubspot_schemas.define_custom_object)
+        return f"crm.objects.custom.{'write' if write else 'read'}"
     base = "contacts" if t in ENGAGEMENTS else t  # engagements ride on the contacts scopes
     return f"crm.objects.{base}.{'write' if write else 'read'}"
 
@@ -176,6 +186,8 @@ def object_scope(t: str, write: bool) -> str:
 def schema_scope(t: str, write: bool) -> str:
     if t == "tickets":
         return "tickets"
+    if t not in OBJECT_TYPES:
+        return f"crm.schemas.custom.{'write' if write else 'read'}"
     base = "contacts" if t in ENGAGEMENTS else t
     return f"crm.schemas.{base}.{'write' if write else 'read'}"
 

@@ -468,6 +468,31 @@ class AssociationState(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class RollupValue(Base):
+    """Roll-ups (:mod:`connector.objects.rollups`): per HubSpot contact and Brevo attribute, the
+    hash of the value last written to the linked Brevo contact (only changes are written)."""
+
+    __tablename__ = "rollup_values"
+
+    hubspot_id: Mapped[str] = mapped_column(primary_key=True)
+    attribute: Mapped[str] = mapped_column(primary_key=True)
+    #: Hex SHA-256 of the canonical value (never the value).
+    value_hash: Mapped[str]
+    written_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RollupMember(Base):
+    """Roll-ups: which HubSpot records counted for which contact at the last refresh, so the
+    deletion of a ticket or a meeting still names the contacts to refresh."""
+
+    __tablename__ = "rollup_members"
+    __table_args__ = (sa.Index(None, "object_type", "contact_id"),)
+
+    object_type: Mapped[str] = mapped_column(primary_key=True)
+    record_id: Mapped[str] = mapped_column(primary_key=True)
+    contact_id: Mapped[str] = mapped_column(primary_key=True)
+
+
 __all__ = [
     "NAMING_CONVENTION",
     "AssociationState",
@@ -494,6 +519,8 @@ __all__ = [
     "PurgedIdentity",
     "ResyncCheckpoint",
     "ResyncStage",
+    "RollupMember",
+    "RollupValue",
     "Run",
     "RunKind",
     "RunStatus",
