@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import math
 import secrets
+import shutil
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -31,7 +32,9 @@ import sqlalchemy as sa
 from connector.config import Settings, load_config
 from connector.daemon import Daemon, JobResult
 from connector.engine import SyncEvent
-from connector.mapping_live import create_missing, live_check
+from connector.mapping_live import check_directory
+from connector.objects.rollup_check import check_rollups
+from connector.objects.rollup_mapping import rollup_dir
 from connector.onboarding import demo as onboarding_demo
 from connector.runtime import Runtime
 from connector.sandbox.server import SandboxServers
@@ -71,8 +74,8 @@ def _print_cycle(title: str, results: list[JobResult], writes: tuple[int, int]) 
     for r in results:
         counts = {k: v for k, v in sorted(r.counts.items()) if v and k != "read"}
         shown = ", ".join(f"{k}={v}" for k, v in counts.items()) or "nothing to do"
-        target = f"{r.job.kind} {r.job.system or ''}".strip()
-        click.echo(f"  {target:<14} {r.status:<8} {shown}")
+        target = f"{r.job.kind} {r.job.object_type} {r.job.system or ''}".strip()
+        click.echo(f"  {target:<24} {r.status:<8} {shown}")
     click.echo(f"  API writes: HubSpot {writes[0]}, Brevo {writes[1]}")
 
 
@@ -318,13 +321,25 @@ async def _run(
             return code
         click.echo()
 
-        mapping = rt.mappings["contacts"]
-        problems = await live_check(mapping, rt.hubspot, rt.brevo)
-        created = await create_missing(mapping, problems, rt.hubspot, rt.brevo)
         click.secho("$ connector mappings check --create-missing", bold=True)
-        for line in created:
-            click.echo(f"  {line}")
-        click.echo("  mapping OK\n")
+        report = await check_directory(
+            settings.sync.mappings_dir,
+            default_region=settings.sync.default_region,
+            hubspot=rt.hubspot,
+            brevo=rt.brevo,
+            create=True,
+        )
+        folder = rollup_dir(settings.sync.mappings_dir)
+        await check_rollups(folder, report, hubspot=rt.hubspot, brevo=rt.brevo, create=True)
+        for line in report.created:
+            click.echo(f"  created {line}")
+        for problem in report.problems:
+            colour = "red" if problem.severity == "error" else "yellow"
+            click.secho(f"  {problem}", fg=colour)
+        click.echo(f"  {len(report.live)} mapping files OK\n" if not report.errors else "")
+        if report.errors:
+            await daemon.close()
+            return 1
 
         results = await daemon.run_once(reconcile=False)
         _print_cycle(
@@ -339,6 +354,14 @@ async def _run(
             if not (await daemon.drain_hooks()).claimed:
                 break
         onboarded = await onboarding_demo.show(rt.sessions, "grace.hopper@demo.example")
+        # the onboarding booked a call and logged a note: their roll-ups (LAST_MEETING_DATE,
+        # LAST_NOTE_DATE, …) reach Brevo at the next pull of meetings and notes
+        before = _writes(servers)
+        results = await daemon.run_once(reconcile=False)
+        after = _writes(servers)
+        delta = (after[0] - before[0], after[1] - before[1])
+        _print_cycle("\n$ connector run --once   (catching up)", results, delta)
+        failed += [r for r in results if r.status != "ok"]
         before = _writes(servers)
         results = await daemon.run_once(reconcile=False)
         after = _writes(servers)
@@ -349,6 +372,37 @@ async def _run(
             click.secho("  unexpected writes: the sides did not settle", fg="red")
             return 1
     return 1 if failed or not arrived or not onboarded else 0
+
+
+#: HubSpot's default deal stages, in pipeline order (the sandbox's, as a new portal has them)
+HUBSPOT_DEAL_STAGES = (
+    "appointmentscheduled",
+    "qualifiedtobuy",
+    "presentationscheduled",
+    "decisionmakerboughtin",
+    "contractsent",
+    "closedwon",
+    "closedlost",
+)
+
+
+def demo_mappings(workdir: Path, servers: SandboxServers) -> Path:
+    """The project's mappings, copied into ``workdir`` with the deal pipeline and stage maps
+    filled in with the Brevo sandbox's ids (a user does that by hand: ``deals.yaml``'s
+    comments say how). The sandbox's pipeline gets a stage per HubSpot stage, so the maps are
+    one-to-one and deal stages travel both ways."""
+    folder = workdir / "mappings"
+    shutil.copytree(default_mappings_dir(), folder, dirs_exist_ok=True)
+    crm = servers.brevo.crm
+    if len(crm.stages) < len(HUBSPOT_DEAL_STAGES):  # "Contract sent" before "Won"
+        crm.stages.insert(4, {"id": crm.new_id(), "name": "Contract sent"})
+    deals = folder / "deals.yaml"
+    text = deals.read_text(encoding="utf-8")
+    text = text.replace("REPLACE-WITH-BREVO-PIPELINE-ID", str(crm.pipeline_id))
+    for i in range(len(HUBSPOT_DEAL_STAGES), 0, -1):  # 7 before 1: no prefix clash
+        text = text.replace(f"REPLACE-WITH-BREVO-STAGE-ID-{i}", str(crm.stages[i - 1]["id"]))
+    deals.write_text(text, encoding="utf-8")
+    return folder
 
 
 async def run_demo(
@@ -367,15 +421,16 @@ async def run_demo(
         db_url = f"sqlite:///{workdir / 'connector.db'}"
         text = servers.config_yaml(db_url)
         port = _free_port()
+        mappings = demo_mappings(workdir, servers)
         text += (
-            f"sync:\n  mappings_dir: {default_mappings_dir()}\n  default_region: FR\n"
+            f"sync:\n  mappings_dir: {mappings}\n  default_region: FR\n"
             "  poll_interval: 60\n"
             f"server:\n  host: 127.0.0.1\n  port: {port}\n"
             f"  public_url: http://127.0.0.1:{port}\n"
             f'webhooks:\n  brevo_token: "{secrets.token_urlsafe(18)}"\n'
             f"  coalesce_seconds: {COALESCE_SECONDS}\n"
         )
-        text += onboarding_demo.config_yaml(workdir, default_mappings_dir())
+        text += onboarding_demo.config_yaml(workdir, mappings)
         config_path.write_text(text, encoding="utf-8")
         click.echo(f"  config   {config_path}")
         settings = load_config(config_path)

@@ -327,9 +327,18 @@ async def test_runtime_registers_the_enabled_sources(tmp_path: Path) -> None:
 
     async with Runtime.open(settings()) as rt:
         assert rt.objects == {}  # every switch off
-    async with Runtime.open(settings(tickets=True, engagements=True, deals=True)) as rt:
-        assert set(rt.objects) == {"tickets", "meetings", "calls", "notes", "deals"}
+    async with Runtime.open(settings(tickets=True, engagements=True)) as rt:
+        assert set(rt.objects) == {"tickets", "meetings", "calls", "notes"}
         assert all(o.pull_systems == ("hubspot",) for o in rt.objects.values())
+    # the deals switch turns on the two-way deals sync: its roll-ups hang on its after_pass
+    (folder / "deals.yaml").write_text((ROOT / "mappings" / "deals.yaml").read_text())
+    async with Runtime.open(settings(tickets=True, deals=True)) as rt:
+        from connector.objects.crm_sync import CrmObjectSync
+
+        assert set(rt.objects) == {"tickets", "deals"}
+        deals = rt.objects["deals"]
+        assert isinstance(deals, CrmObjectSync) and deals.after_pass is not None
+        assert deals.pull_systems == ("hubspot", "brevo")
         # with the deals two-way sync registered, deal roll-ups hang on its after_pass hook
         host = FakeDealsSync()
         rt.objects = {"deals": host}  # type: ignore[dict-item]

@@ -315,8 +315,11 @@ async def test_busy_lease_hands_events_back_untried(tmp_path: Path) -> None:
         async with env.rt.sessions() as s, s.begin():
             await leases.release(s, "sync:contacts", "elsewhere:1:abc")
         results = await env.daemon.run_once(reconcile=False)  # pulls, then one inbox pass
-        # contacts, companies and deals (enabled in the sandbox config): two pulls each
-        assert [r.status for r in results] == ["ok"] * 6
+        # contacts, companies and deals (enabled in the sandbox config): two pulls each; the
+        # roll-up sources (tickets, meetings, calls, notes): a HubSpot pull each
+        pulls = 2 + sum(len(o.pull_systems) for o in env.rt.objects.values())
+        assert pulls == 2 + 2 * 2 + 4
+        assert [r.status for r in results] == ["ok"] * pulls
         drained = env.daemon.last_inbox
         assert drained is not None and (drained.completed, drained.records) == (1, 1)
         assert [(r[3], r[4]) for r in env.inbox_rows()] == [("done", 1)]
