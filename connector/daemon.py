@@ -318,6 +318,14 @@ class Daemon:
             specs.append(JobSpec("reconcile", object_type))
         return specs
 
+    def pulled_objects(self) -> dict[str, list[str]]:
+        """Per side, the object types this daemon pulls there (what ``/healthz`` judges)."""
+        pulled: dict[str, list[str]] = {system: [] for system in SYSTEMS}
+        for spec in self.jobs():
+            if spec.kind == "pull" and spec.system is not None:
+                pulled[spec.system].append(spec.object_type)
+        return pulled
+
     async def _default_pull(self, object_type: str, system: System, stop: StopCheck) -> Outcome:
         from connector.pull import Puller
 
@@ -601,7 +609,7 @@ class Daemon:
             server=self.settings.server or ServerSettings(),
             log_webhooks=hs.log_webhooks,
             metrics=self.metrics,
-            objects=self.objects,
+            objects=self.pulled_objects(),
             enabled_sides=[s for s in SYSTEMS if getattr(self.settings.connectors, s).enabled],
             started_at=self.clock(),
         )

@@ -34,6 +34,7 @@ import ipaddress
 import re
 import time
 from collections.abc import Callable, Collection, Generator, Iterable, Sequence
+from collections.abc import Mapping as AbcMapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -585,7 +586,7 @@ class _Ops:
         stale_after: float,
         clock: Clock,
         started_at: datetime,
-        objects: Sequence[str] | None,
+        objects: Sequence[str] | AbcMapping[str, Sequence[str]] | None,
         enabled_sides: Collection[System],
     ) -> None:
         self.sessions = read_only_sessions(sessions)
@@ -615,7 +616,9 @@ class _Ops:
             assess_side(
                 side,
                 enabled=side in self.enabled_sides,
-                objects=self.objects,
+                objects=self.objects.get(side, [])
+                if isinstance(self.objects, AbcMapping)
+                else self.objects,
                 last_pulls=snap.last_pulls,
                 now=snap.at,
                 started_at=self.started_at,
@@ -643,7 +646,7 @@ def create_web_app(
     log_webhooks: bool = False,
     registry: CollectorRegistry | None = None,
     metrics: Metrics | None = None,
-    objects: Sequence[str] | None = None,
+    objects: Sequence[str] | AbcMapping[str, Sequence[str]] | None = None,
     enabled_sides: Collection[System] = SIDES,
     started_at: datetime | None = None,
 ) -> Starlette:
@@ -654,9 +657,9 @@ def create_web_app(
     ``metrics`` is the process's :class:`~connector.metrics.Metrics` (the daemon shares it
     with the clients and engines); without it a new one is made on ``registry`` (default: a
     new registry, so apps never clash). ``objects`` are the object types whose pulls
-    ``/healthz`` expects (``None``: whatever the runs table shows), ``enabled_sides`` the
-    sides that are not ``enabled: false``, ``started_at`` when the daemon started (default:
-    now) — see :func:`assess_pull`.
+    ``/healthz`` expects, for both sides or per side (``None``: whatever the runs table
+    shows), ``enabled_sides`` the sides that are not ``enabled: false``, ``started_at`` when
+    the daemon started (default: now) — see :func:`assess_pull`.
     """
     register_secret(hubspot_secret)
     register_secret(brevo_token)

@@ -349,6 +349,7 @@ async def test_daemon_serves_signed_hubspot_webhooks_and_syncs_them_to_brevo(
                     lambda: (
                         env.cli.query(
                             "SELECT count(*) FROM runs WHERE kind = 'pull' AND status = 'ok'"
+                            " AND object_type = 'contacts'"
                         )
                         == [(2,)]
                     )
