@@ -413,7 +413,7 @@ async def run_demo(
     ``run_checks(settings)`` is the CLI's connection test; ``measure`` > 0 times that many
     more changes each way and prints the p50/p99 change-to-other-side delays.
     """
-    async with SandboxServers(seed_contacts=SEED_HUBSPOT) as servers:
+    async with SandboxServers(seed_contacts=SEED_HUBSPOT, seed_crm=True) as servers:
         click.secho("Sandboxes up (loopback only, no accounts needed):", bold=True)
         click.echo(f"  HubSpot  {servers.hubspot_url}   ({SEED_HUBSPOT} seeded contacts)")
         click.echo(f"  Brevo    {servers.brevo_url}   ({SEED_HUBSPOT // 2} seeded contacts)")

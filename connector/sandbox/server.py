@@ -1,6 +1,7 @@
 """Run the HubSpot, Brevo and Google Calendar sandboxes on loopback HTTP ports (uvicorn).
 
-``async with SandboxServers(seed_contacts=50) as s:`` starts them, each on its own free port
+``async with SandboxServers(seed_contacts=50) as s:`` starts them (``seed_crm=True`` adds
+companies, deals, tickets and engagements to the seeded contacts), each on its own free port
 of 127.0.0.1, and gives ``s.hubspot_url``, ``s.brevo_url``, ``s.calendar_token_url`` and
 ``s.calendar_base_url``, and the credentials they accept. The calendar sandbox has a calendar
 for each HubSpot sandbox owner, named by the owner's e-mail (the google provider's default).
@@ -22,6 +23,7 @@ from connector.sandbox import calendar as calendar_sandbox
 from connector.sandbox.brevo import BrevoState, create_brevo_app
 from connector.sandbox.calendar import CalendarState, create_calendar_app
 from connector.sandbox.hubspot import HubSpotState, create_hubspot_app
+from connector.sandbox.seed_crm import seed_brevo_crm, seed_hubspot_crm
 
 HUBSPOT_TOKEN = "sandbox-token"
 BREVO_API_KEY = "sandbox-brevo-key"
@@ -74,6 +76,9 @@ class SandboxServers:
     """The sandboxes on loopback ports (0 = any free port)."""
 
     seed_contacts: int = 0
+    seed_crm: bool = False
+    """with the seeded contacts, also companies, deals, tickets and engagements
+    (:mod:`connector.sandbox.seed_crm`)"""
     host: str = "127.0.0.1"
     hubspot_port: int = 0
     brevo_port: int = 0
@@ -95,6 +100,9 @@ class SandboxServers:
         if self.seed_contacts:
             self.hubspot.seed_contacts(self.seed_contacts)
             self.brevo.seed_contacts(self.seed_contacts // 2, seed=1)
+        if self.seed_crm:
+            seed_hubspot_crm(self.hubspot)
+            seed_brevo_crm(self.brevo)
 
     @property
     def hubspot_url(self) -> str:
