@@ -1011,11 +1011,15 @@ def webhooks_register(ctx: click.Context, dry_run: bool) -> None:
     sys.exit(asyncio.run(_webhooks_register(settings, dry_run)))
 
 
-async def _serve_sandbox(seed: int, hubspot_port: int, brevo_port: int, rate_limits: bool) -> None:
+async def _serve_sandbox(
+    seed: int, hubspot_port: int, brevo_port: int, rate_limits: bool, workdir: Path
+) -> None:
+    from connector.demo import demo_mappings
     from connector.sandbox.server import SandboxServers
 
     async with SandboxServers(
         seed_contacts=seed,
+        seed_crm=seed > 0,
         hubspot_port=hubspot_port,
         brevo_port=brevo_port,
         rate_limits=rate_limits,
@@ -1023,8 +1027,13 @@ async def _serve_sandbox(seed: int, hubspot_port: int, brevo_port: int, rate_lim
         click.echo(f"HubSpot sandbox: {servers.hubspot_url}")
         click.echo(f"Brevo sandbox:   {servers.brevo_url}")
         click.echo(f"Calendar sandbox (Google Calendar API): {servers.calendar_base_url}")
+        mappings = await asyncio.to_thread(lambda: demo_mappings(workdir, servers).resolve())
+        click.echo(
+            f"Mappings (deal pipeline and stages filled in with this Brevo's ids): {mappings}"
+        )
         click.echo("\nA config that points at them:\n")
         click.echo(servers.config_yaml("sqlite:///connector-sandbox.db"))
+        click.echo(f"sync:\n  mappings_dir: {mappings}\n")
         click.echo("Ctrl-C stops them.", err=True)
         stop = asyncio.Event()
         with contextlib.suppress(asyncio.CancelledError):
@@ -1036,13 +1045,24 @@ async def _serve_sandbox(seed: int, hubspot_port: int, brevo_port: int, rate_lim
 @click.option("--hubspot-port", default=8801, show_default=True)
 @click.option("--brevo-port", default=8802, show_default=True)
 @click.option("--no-rate-limits", is_flag=True, help="Answer without the APIs' rate limits.")
+@click.option(
+    "--dir",
+    "workdir",
+    default="connector-sandbox",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the mappings for these sandboxes are written (DIR/mappings).",
+)
 def sandbox_cmd(
-    seed_contacts: int, hubspot_port: int, brevo_port: int, no_rate_limits: bool
+    seed_contacts: int, hubspot_port: int, brevo_port: int, no_rate_limits: bool, workdir: Path
 ) -> None:
-    """Run the HubSpot and Brevo sandboxes on 127.0.0.1 until Ctrl-C."""
+    """Run the HubSpot and Brevo sandboxes on 127.0.0.1 until Ctrl-C (seeded contacts, with
+    companies, deals, tickets and engagements), and print a config that points at them."""
     configure_logging(fmt="console")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve_sandbox(seed_contacts, hubspot_port, brevo_port, not no_rate_limits))
+        asyncio.run(
+            _serve_sandbox(seed_contacts, hubspot_port, brevo_port, not no_rate_limits, workdir)
+        )
 
 
 async def _demo(workdir: Path) -> int:

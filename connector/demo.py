@@ -23,22 +23,25 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
 import click
 import sqlalchemy as sa
 
+from connector import webhook_setup
 from connector.config import Settings, load_config
 from connector.daemon import Daemon, JobResult
 from connector.engine import SyncEvent
 from connector.mapping_live import check_directory
+from connector.objects.deal_events import DEAL_STAGE_EVENT
 from connector.objects.rollup_check import check_rollups
 from connector.objects.rollup_mapping import rollup_dir
 from connector.onboarding import demo as onboarding_demo
 from connector.runtime import Runtime
 from connector.sandbox.server import SandboxServers
-from connector.store import db
+from connector.store import db, links
 from connector.store.models import Run
 
 SEED_HUBSPOT = 40
@@ -46,6 +49,11 @@ SEED_HUBSPOT = 40
 COALESCE_SECONDS = 0.25
 #: Seconds the demo waits for one change to reach the other side before calling it lost.
 ARRIVAL_TIMEOUT = 30.0
+#: The seeded HubSpot company the demo renames, and its new name
+DEMO_COMPANY_DOMAIN = "acme.test"
+DEMO_COMPANY_NAME = "Acme Industries"
+#: The Brevo campaign whose e-mail a contact opens in the demo
+DEMO_CAMPAIGN = "December newsletter"
 
 
 def _free_port() -> int:
@@ -100,6 +108,9 @@ class Change:
     text: str
     make: Callable[[], object]
     arrived: Callable[[], bool]
+    via: str = "webhook"
+    """``webhook``, or ``pull`` where the other side sends none (Brevo's CRM records): the
+    daemon's next poll, brought forward, carries it"""
 
 
 def _brevo_attr(servers: SandboxServers, email: str, name: str) -> object:
@@ -129,6 +140,131 @@ def _brevo_has(servers: SandboxServers, email: str) -> bool:
 
 def _hubspot_is(servers: SandboxServers, email: str, name: str, value: object) -> bool:
     return _hubspot_prop(servers, email, name) == value
+
+
+def _hubspot_company(servers: SandboxServers, domain: str) -> tuple[str, list[str]] | None:
+    """The HubSpot company with this domain: its id and its contacts' e-mails."""
+    hs = servers.hubspot
+    for object_id, obj in sorted(hs.stores["companies"].live.items()):
+        if obj.props.get("domain") == domain:
+            emails = [
+                str(c.props.get("email"))
+                for cid, _ in hs.associations_of("companies", object_id, "contacts")
+                if (c := hs.stores["contacts"].live.get(cid)) is not None and c.props.get("email")
+            ]
+            return str(object_id), emails
+    return None
+
+
+def _company_renamed(servers: SandboxServers, domain: str, name: str, emails: list[str]) -> bool:
+    """The Brevo company with ``domain`` is called ``name``, and so is the COMPANY_NAME of
+    every contact in ``emails``."""
+    company = next(
+        (c for c in servers.brevo.crm.companies.values() if c.attributes.get("domain") == domain),
+        None,
+    )
+    return (
+        company is not None
+        and company.attributes.get("name") == name
+        and all(_brevo_attr(servers, e, "COMPANY_NAME") == name for e in emails)
+    )
+
+
+def _brevo_stage_name(servers: SandboxServers, stage_id: object) -> str:
+    return next(
+        (str(s["name"]) for s in servers.brevo.crm.stages if s["id"] == stage_id), str(stage_id)
+    )
+
+
+def _move_brevo_deal(servers: SandboxServers, deal_id: str, stage_id: str) -> None:
+    """A salesperson drags a deal to another stage in Brevo's pipeline view."""
+    crm = servers.brevo.crm
+    deal = crm.deals[deal_id]
+    deal.attributes["deal_stage"] = stage_id
+    crm.touch(deal)
+
+
+def _poll_now(daemon: Daemon, object_type: str, system: str) -> None:
+    """Bring the daemon's next scheduled pull of ``object_type`` on ``system`` forward to now
+    (what the poll interval does a minute later)."""
+    assert daemon.scheduler is not None
+    name = f"pull:{system}:{object_type}"
+    daemon.scheduler.modify_job(name, next_run_time=datetime.now(UTC))
+
+
+def _hubspot_deal_is(servers: SandboxServers, hubspot_id: str, stage: str) -> bool:
+    props = servers.hubspot.get_object("deals", hubspot_id)
+    return props is not None and props.get("dealstage") == stage
+
+
+def _opened_on_timeline(servers: SandboxServers, email: str) -> bool:
+    """The HubSpot contact has ``brevo_email_opens`` and a Brevo "Opened" note on its
+    timeline."""
+    hs = servers.hubspot
+    object_id = hs.stores["contacts"].by_email.get(email.lower())
+    if object_id is None or not _hubspot_prop(servers, email, "brevo_email_opens"):
+        return False
+    notes = hs.stores["notes"].live
+    return any(
+        "Brevo e-mail: Opened" in str(getattr(notes.get(nid), "props", {}).get("hs_note_body"))
+        for nid, _ in hs.associations_of("contacts", object_id, "notes")
+    )
+
+
+def _crm_changes(servers: SandboxServers, daemon: Daemon, ledger: dict[str, str]) -> list[Change]:
+    """A company renamed in HubSpot, a deal moved to another stage in Brevo, and a campaign
+    e-mail opened in Brevo. ``ledger`` maps Brevo deal ids to HubSpot ones (the links)."""
+    hs, br = servers.hubspot, servers.brevo
+    changes: list[Change] = []
+    found = _hubspot_company(servers, DEMO_COMPANY_DOMAIN)
+    if found is not None:
+        company_id, emails = found
+        old = hs.stores["companies"].live[int(company_id)].props.get("name")
+        changes.append(
+            Change(
+                "hubspot",
+                f"company {old!r} renamed {DEMO_COMPANY_NAME!r} "
+                f"(and the COMPANY_NAME of its {len(emails)} contacts)",
+                partial(hs.put_object, "companies", {"name": DEMO_COMPANY_NAME}, company_id),
+                partial(_company_renamed, servers, DEMO_COMPANY_DOMAIN, DEMO_COMPANY_NAME, emails),
+            )
+        )
+    won = br.crm.stages[HUBSPOT_DEAL_STAGES.index("closedwon")]["id"]
+    movable = [
+        (bid, rec)
+        for bid, rec in sorted(br.crm.deals.items())
+        if bid in ledger and rec.attributes.get("deal_stage") != won and rec.linked_contacts
+    ]
+    if movable:
+        deal_id, deal = movable[0]
+        before = _brevo_stage_name(servers, deal.attributes.get("deal_stage"))
+
+        def move(deal_id: str = deal_id) -> None:
+            _move_brevo_deal(servers, deal_id, won)
+            _poll_now(daemon, "deals", "brevo")
+
+        changes.append(
+            Change(
+                "brevo",
+                f"deal {deal.attributes.get('deal_name')!r}: stage "
+                f"{before!r} → {_brevo_stage_name(servers, won)!r}",
+                move,
+                partial(_hubspot_deal_is, servers, ledger[deal_id], "closedwon"),
+                via="pull",
+            )
+        )
+    reader = next((c.email for c in br.contacts.values() if c.email), None)
+    if reader is not None:
+        changes.append(
+            Change(
+                "brevo",
+                f"{reader}: opened the campaign “{DEMO_CAMPAIGN}” → a note on the HubSpot "
+                "timeline, brevo_email_opens",
+                partial(br.simulate_open, reader, camp_id=7, campaign_name=DEMO_CAMPAIGN),
+                partial(_opened_on_timeline, servers, reader),
+            )
+        )
+    return changes
 
 
 def _demo_changes(servers: SandboxServers) -> list[Change]:
@@ -253,9 +389,10 @@ async def _real_time(daemon: Daemon, servers: SandboxServers, measure: int) -> b
     pulls_before = await _pulls_done(daemon)
     runner = asyncio.create_task(daemon.run(), name="demo daemon")
     try:
-        # the scheduler pulls both sides at start: let those finish, so the changes below
-        # travel by webhook
-        while await _pulls_done(daemon) < pulls_before + 2:
+        # the scheduler pulls every object on both sides at start: let those finish, so the
+        # changes below travel by webhook (and a pull brought forward is not already running)
+        starting = sum(1 for spec in daemon.jobs() if spec.kind == "pull")
+        while await _pulls_done(daemon) < pulls_before + starting:
             if runner.done():
                 runner.result()
             await asyncio.sleep(0.02)
@@ -265,13 +402,20 @@ async def _real_time(daemon: Daemon, servers: SandboxServers, measure: int) -> b
         click.echo("  Editing records in the two UIs, one at a time, each timed until it shows")
         click.echo("  on the other side:")
         ok = True
-        for change in _demo_changes(servers):
+        async with daemon.sessions() as s:
+            deal_links = {
+                lk.brevo_id: lk.hubspot_id
+                for lk in await links.load_links(s, "deals", brevo_ids=servers.brevo.crm.deals)
+                if lk.brevo_id and lk.hubspot_id
+            }
+        for change in [*_demo_changes(servers), *_crm_changes(servers, daemon, deal_links)]:
             if runner.done():
                 runner.result()  # the daemon broke: say why
             delay = await _timed(change)
             shown = f"{delay:5.2f} s" if delay is not None else "  not arrived"
             ok = ok and delay is not None
-            click.echo(f"  {_ARROW[change.origin]}  {shown}  {change.text}")
+            via = "  (pull: Brevo sends no CRM webhooks)" if change.via == "pull" else ""
+            click.echo(f"  {_ARROW[change.origin]}  {shown}  {change.text}{via}")
         if measure:
             ok = await _measure(servers, measure) and ok
     finally:
@@ -281,6 +425,25 @@ async def _real_time(daemon: Daemon, servers: SandboxServers, measure: int) -> b
         with contextlib.suppress(asyncio.CancelledError):
             await runner
     return ok
+
+
+def _show_deal_events(servers: SandboxServers) -> bool:
+    """Print the ``deal_stage_changed`` events Brevo received (its events log, what its
+    automations start from); False if there is none."""
+    received = [e for e in servers.brevo.events if e.event_name == DEAL_STAGE_EVENT]
+    click.secho(f"\nBrevo events for automations ({DEAL_STAGE_EVENT}):", bold=True)
+    for event in received:
+        p = event.event_properties
+        who = event.identifiers.get("email_id") or event.contact_id
+        click.echo(
+            f"  {who}: deal {p.get('deal_name')!r} "
+            f"{p.get('old_stage_id')} → {p.get('new_stage_id')}"
+            f"  (Brevo stages {p.get('old_brevo_stage')!r} → {p.get('new_brevo_stage')!r}, "
+            f"changed in {p.get('changed_in')}, amount {p.get('amount')})"
+        )
+    if not received:
+        click.secho("  none received", fg="red")
+    return bool(received)
 
 
 async def _pulls_done(daemon: Daemon) -> int:
@@ -299,9 +462,17 @@ async def _listen(daemon: Daemon, settings: Settings, servers: SandboxServers) -
     await daemon.start_web(hooks)
     base = server.public_url or f"http://{server.host}:{server.port}"
     token = hooks.brevo_token.get_secret_value() if hooks.brevo_token else None
-    servers.point_webhooks_at(base + hooks.hubspot_path, base + hooks.brevo_path, token)
+    servers.point_webhooks_at(
+        base + hooks.hubspot_path,
+        base + hooks.brevo_path,
+        token,
+        brevo_events=webhook_setup.brevo_events(settings),  # e-mail events too
+    )
     click.secho("$ connector webhooks register", bold=True)
-    click.echo(f"  Brevo: marketing webhook → {base}{hooks.brevo_path} (bearer token)")
+    click.echo(
+        f"  Brevo: marketing webhook → {base}{hooks.brevo_path} (bearer token; contact and "
+        "e-mail events)"
+    )
     click.echo(f"  HubSpot: app subscriptions → {base}{hooks.hubspot_path} (signed v3)\n")
 
 
@@ -354,6 +525,7 @@ async def _run(
             if not (await daemon.drain_hooks()).claimed:
                 break
         onboarded = await onboarding_demo.show(rt.sessions, "grace.hopper@demo.example")
+        evented = _show_deal_events(servers)
         # the onboarding booked a call and logged a note: their roll-ups (LAST_MEETING_DATE,
         # LAST_NOTE_DATE, …) reach Brevo at the next pull of meetings and notes
         before = _writes(servers)
@@ -371,7 +543,7 @@ async def _run(
         if delta != (0, 0):
             click.secho("  unexpected writes: the sides did not settle", fg="red")
             return 1
-    return 1 if failed or not arrived or not onboarded else 0
+    return 1 if failed or not arrived or not onboarded or not evented else 0
 
 
 #: HubSpot's default deal stages, in pipeline order (the sandbox's, as a new portal has them)
