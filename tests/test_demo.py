@@ -18,15 +18,60 @@ async def test_demo_runs_in_real_time() -> None:
     assert "All 9 checks passed." in out  # the Brevo webhook points at the daemon's intake
     assert "Brevo: marketing webhook → http://127.0.0.1:" in out
     assert "brevo_imported=" in out and "hubspot_created=" in out  # the first full sync
-    timed = re.findall(r"^  (HubSpot → Brevo|Brevo → HubSpot) +(\d+\.\d\d) s  (.+)$", out, re.M)
-    assert [(way, what.split(":")[1].strip()) for way, _, what in timed] == [
-        ("HubSpot → Brevo", "lifecycle stage → customer"),
-        ("HubSpot → Brevo", "lifecycle stage → customer"),
-        ("HubSpot → Brevo", "new contact"),
-        ("Brevo → HubSpot", "LASTNAME 'Colombo' → 'Lovelace-Byron'"),
-        ("Brevo → HubSpot", "LASTNAME 'Fernández' → 'Lovelace-Byron'"),
+    first = out.split("$ connector run --once   (first cycle", 1)[1].split("\n\n", 1)[0]
+    # the pulls of HubSpot's side, where the first cycle writes both ways
+    counts = {
+        line.split()[1]: line
+        for line in first.splitlines()
+        if line.startswith("  pull ") and line.split()[2] == "hubspot"
+    }
+    # the seeded companies and deals travel both ways, the roll-ups reach Brevo
+    for object_type in ("companies", "deals"):
+        assert "brevo_created=" in counts[object_type], first
+        assert "hubspot_created=" in counts[object_type], first
+    assert "company_name_writes=" in counts["companies"], first
+    for object_type in ("meetings", "calls", "notes", "tickets"):
+        assert re.search(r"records_read=[1-9]", counts[object_type]), first
+    timed = re.findall(
+        r"^  (HubSpot → Brevo|Brevo → HubSpot) +(\d+\.\d\d) s  (\S+?):? (.+)$", out, re.M
+    )
+    assert [(way, who, what) for way, _, who, what in timed] == [
+        ("HubSpot → Brevo", "yasmine.o-brien1@example.com", "lifecycle stage → customer"),
+        ("HubSpot → Brevo", "nicolas.haddad2@example.org", "lifecycle stage → customer"),
+        ("HubSpot → Brevo", "grace.hopper@demo.example", "new contact"),
+        ("Brevo → HubSpot", "lea.colombo@example.org", "LASTNAME 'Colombo' → 'Lovelace-Byron'"),
+        (
+            "Brevo → HubSpot",
+            "arthur.fernandez@example.com",
+            "LASTNAME 'Fernández' → 'Lovelace-Byron'",
+        ),
+        (
+            "HubSpot → Brevo",
+            "company",
+            "'Acme Corporation' renamed 'Acme Industries' (and the COMPANY_NAME of its 7 contacts)",
+        ),
+        (
+            "Brevo → HubSpot",
+            "deal",
+            "'Vandelay Industries — annual plan': stage 'Qualified' → 'Won'  "
+            "(pull: Brevo sends no CRM webhooks)",
+        ),
+        (
+            "Brevo → HubSpot",
+            "lea.colombo@example.org",
+            "opened the campaign “December newsletter” → a note on the HubSpot timeline, "
+            "brevo_email_opens",
+        ),
     ]
     assert "not arrived" not in out
+    # the stage change reached Brevo's automations as an event, for the deal's contact
+    events = out.split("Brevo events for automations (deal_stage_changed):\n", 1)[1]
+    assert re.match(
+        r"  \S+@\S+: deal 'Vandelay Industries — annual plan' qualifiedtobuy → closedwon  "
+        r"\(Brevo stages 'Qualified' → 'Won', changed in brevo, amount \d+\.0\)\n",
+        events,
+    ), events
+    assert "(catching up)" in out
     assert out.rstrip().endswith("API writes: HubSpot 0, Brevo 0")  # in step afterwards
 
 
