@@ -1,15 +1,21 @@
 """``connector demo``: the whole connector against the built-in sandboxes, no accounts needed.
 
-It starts both sandboxes on loopback with seeded contacts, writes a throw-away config (with
-``server:`` and ``webhooks:`` on loopback) and SQLite database, runs the connection test and
-the mapping check (creating the mapped custom fields), then the daemon: a first cycle links
-both accounts (an initial full sync). Then the daemon runs for real — web intake, inbox worker,
+It starts both sandboxes on loopback with seeded contacts and CRM records (HubSpot companies,
+deals, tickets, meetings, calls and notes; Brevo companies and a deal: ``seed_crm``), writes a
+throw-away config (with ``server:`` and ``webhooks:`` on loopback) and SQLite database, runs the
+connection test and the mapping check (creating the mapped custom fields), then the daemon: a
+first cycle links both accounts (an initial full sync of contacts, companies and deals, and the
+roll-ups to Brevo). Then the daemon runs for real — web intake, inbox worker, hook runner,
 scheduled pulls — with both sandboxes' webhooks pointed at its intake (HubSpot's signed v3
-with the app secret, Brevo's with the bearer token): a few records are edited and created on
-each side as a person would in the UIs, one at a time, and each change is timed until it shows
-on the other side (printed field by field, with the measured delay). ``measure=N`` then times
-N more changes each way and prints the p50/p99 delays. A last cycle shows the sides in step
-(no write at all).
+with the app secret, Brevo's with the bearer token): records are edited and created on each
+side as a person would in the UIs, one at a time, and each change is timed until it shows on
+the other side — contacts, a company renamed in HubSpot (and its contacts' ``COMPANY_NAME``),
+a deal stage moved in Brevo (Brevo sends no CRM webhooks: the daemon's next pull of Brevo's
+deals, brought forward, carries it; printed as "pull"), a campaign e-mail opened in Brevo (a
+note on the HubSpot timeline, ``brevo_email_opens``). ``measure=N`` then times N more changes
+each way and prints the p50/p99 delays. After the onboarding, the ``deal_stage_changed``
+events Brevo received are shown; a "catching up" cycle writes what the onboarding did, and a
+last cycle shows the sides in step (no write at all).
 """
 
 from __future__ import annotations
