@@ -669,7 +669,7 @@ async def _dlq_retry(settings: Settings, ids: list[int] | None) -> int:
             mine = [lt for lt in letters if lt.object_type == object_type]
             try:
                 async with holding_lease(rt.sessions, object_type, holder):
-                    results += await dlq.retry(rt.sessions, rt.engines, mine)
+                    results += await dlq.retry(rt.sessions, rt.engines, mine, objects=rt.objects)
             except LeaseBusy as e:
                 _fail(str(e), 1)
     for r in results:

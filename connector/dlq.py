@@ -1,10 +1,11 @@
 """``connector dlq retry``: sync dead-lettered records again; resolve the ones that now succeed.
 
-A retry hands the records' ids to :meth:`SyncEngine.sync` (``mode="retry"``), up to
-:data:`BATCH` per pass. The engine keeps one open letter per failing record (a new failure
-adds an attempt and its error to it) and resolves the letters of records that sync, so a
-letter still open with more attempts failed again. A record that no longer exists on either
-side has nothing left to sync: resolved.
+A retry hands the records' ids to their object type's sync, up to :data:`BATCH` per pass:
+:meth:`SyncEngine.sync` for contacts, :meth:`ObjectSync.sync_ids` for companies, deals and the
+other object types of ``Runtime.objects`` (``mode="retry"`` both). The sync keeps one open
+letter per failing record (a new failure adds an attempt and its error to it) and resolves the
+letters of records that sync, so a letter still open with more attempts failed again. A record
+that no longer exists on either side has nothing left to sync: resolved.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from connector.engine import SyncEngine
 from connector.errors import scrub
+from connector.objects.base import ObjectSync
 from connector.store import deadletters
 from connector.store.deadletters import DeadLetterRecord
 from connector.store.models import DeadLetter, utcnow
@@ -59,16 +61,22 @@ async def retry(
     engines: Mapping[str, SyncEngine],
     letters: Sequence[DeadLetterRecord],
     *,
+    objects: Mapping[str, ObjectSync] | None = None,
     clock: Callable[[], datetime] = utcnow,
 ) -> list[RetryResult]:
-    """Retry ``letters`` (open ones), batched per object type; see the module docstring."""
+    """Retry ``letters`` (open ones), batched per object type; see the module docstring.
+
+    ``engines`` sync contacts (``Runtime.engines``), ``objects`` every other object type
+    (``Runtime.objects``)."""
     results: list[RetryResult] = []
     by_object: dict[str, list[DeadLetterRecord]] = {}
     for lt in letters:
         if lt.resolved_at is None:
             by_object.setdefault(lt.object_type, []).append(lt)
     for object_type, group in by_object.items():
-        engine = engines.get(object_type)
+        engine: SyncEngine | ObjectSync | None = engines.get(object_type)
+        if engine is None and objects is not None:
+            engine = objects.get(object_type)
         for start in range(0, len(group), BATCH):
             batch = group[start : start + BATCH]
             if engine is None:
@@ -81,14 +89,17 @@ async def retry(
 
 async def _retry_batch(
     sessions: async_sessionmaker[AsyncSession],
-    engine: SyncEngine,
+    engine: SyncEngine | ObjectSync,
     batch: Sequence[DeadLetterRecord],
     clock: Callable[[], datetime],
 ) -> list[RetryResult]:
     hubspot_ids, brevo_ids = _targets(batch)
     crash: str | None = None
     try:
-        await engine.sync(hubspot_ids=hubspot_ids, brevo_ids=brevo_ids, mode="retry")
+        if isinstance(engine, SyncEngine):
+            await engine.sync(hubspot_ids=hubspot_ids, brevo_ids=brevo_ids, mode="retry")
+        else:
+            await engine.sync_ids(hubspot_ids=hubspot_ids, brevo_ids=brevo_ids, mode="retry")
     except Exception as e:  # the whole pass failed: every letter stays open
         crash = scrub(f"{type(e).__name__}: {e}")
     results: list[RetryResult] = []
