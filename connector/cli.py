@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sys
 import tempfile
 import time
@@ -282,6 +283,7 @@ async def _resync(
         print_samples,
         summary_table,
     )
+    from connector.run_record import recorded
     from connector.runtime import Runtime
     from connector.store import db
 
@@ -309,7 +311,14 @@ async def _resync(
             try:
                 async with holding_lease(rt.sessions, object_type, default_worker_id()):
                     with RichResyncProgress(console, object_type) as progress:
-                        out = await resync(engine, since=since, dry_run=dry_run, progress=progress)
+                        out = await recorded(
+                            rt.sessions,
+                            object_type,
+                            functools.partial(
+                                resync, engine, since=since, dry_run=dry_run, progress=progress
+                            ),
+                            dry_run=dry_run,
+                        )
             except LeaseBusy as e:
                 _fail(str(e), 1)
             except (KeyboardInterrupt, asyncio.CancelledError):
@@ -333,6 +342,7 @@ async def _resync_object(
     """``resync`` of an object type synced by an ObjectSync (companies, deals, …)."""
     from connector.daemon import LeaseBusy, default_worker_id, holding_lease
     from connector.resync_view import plan_table, print_samples, summary_table
+    from connector.run_record import recorded
 
     obj = rt.objects[object_type]
     if force and hasattr(obj, "force"):
@@ -342,7 +352,13 @@ async def _resync_object(
     started = time.monotonic()
     try:
         async with holding_lease(rt.sessions, object_type, default_worker_id()):
-            out = await obj.resync(mode="resync", dry_run=dry_run)
+            with console.status(f"[bold]{object_type}[/]: resync…"):
+                out = await recorded(
+                    rt.sessions,
+                    object_type,
+                    lambda: obj.resync(mode="resync", dry_run=dry_run),
+                    dry_run=dry_run,
+                )
     except LeaseBusy as e:
         _fail(str(e), 1)
     if dry_run:

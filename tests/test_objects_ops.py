@@ -3,9 +3,11 @@ Brevo refused, the resync run records ``status`` shows, and ``status``'s per-obj
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from crm_env import crm_env
+from daemon_env import cli_env
 
 from connector.dlq import retry
 from connector.engine import SyncEngine
@@ -40,3 +42,47 @@ async def test_dlq_retry_resolves_a_deal_once_its_cause_is_fixed(tmp_path: Path)
         rec = bed.br_get("deals", bid)
         assert rec is not None and rec.attributes["deal_stage"] == gone["id"]
         await bed.assert_quiet("deals")
+
+
+async def test_resync_runs_every_object_type_in_order_and_records_each(tmp_path: Path) -> None:
+    async with cli_env(tmp_path, hubspot=3) as env:
+        brevo = env.servers.brevo
+        for name, kind in (("HEALTH_SCORE", "float"), ("OPEN_TICKETS", "float")):
+            brevo.create_attribute("normal", name, {"type": kind})
+        code, out, err = await env.cli("resync", "--yes")
+        assert code == 0, out + err
+        order = ["contacts", "companies", "deals", "meetings", "calls", "notes", "tickets"]
+        at = [out.index(f"Resync of {o}") for o in order]
+        assert at == sorted(at), out
+        assert "rollup contacts" in out  # a roll-up source's own counts are in its summary
+
+        code, out, err = await env.cli("status", "--json")
+        assert code == 0, out + err
+        resyncs = {s["object_type"]: s for s in json.loads(out)["syncs"] if s["kind"] == "resync"}
+        assert sorted(resyncs) == sorted(order)
+        assert all(s["last_status"] == "ok" for s in resyncs.values())
+        assert resyncs["contacts"]["last_success_counts"]["brevo_imported"] == 3
+        assert resyncs["tickets"]["last_success_counts"]["brevo_updated"] == 3
+        code, out, err = await env.cli("status")
+        assert "resync both" in out and "tickets" in out
+
+        # an attribute edited in Brevo: a dry run counts it, writes nothing and records no run
+        email = next(c.email for c in brevo.contacts.values() if c.ext_id)
+        brevo.edit_contact(email, {"HEALTH_SCORE": 5})
+
+        def health() -> object:
+            contact = brevo.get(email)
+            assert contact is not None
+            return contact.attributes.get("HEALTH_SCORE")
+
+        code, out, err = await env.cli("resync", "--object", "tickets", "--dry-run")
+        assert code == 0, out + err
+        assert "Dry run of tickets" in out and "would write" in out, out
+        assert health() == 5
+        runs_of = "SELECT count(*) FROM runs WHERE kind = 'resync' AND object_type = 'tickets'"
+        assert env.query(runs_of) == [(1,)]
+
+        code, out, err = await env.cli("resync", "--object", "tickets", "--yes")
+        assert code == 0, out + err
+        assert health() == 100
+        assert env.query(runs_of) == [(2,)]
