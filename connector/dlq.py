@@ -10,7 +10,7 @@ that no longer exists on either side has nothing left to sync: resolved.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -56,6 +56,32 @@ def _targets(letters: Sequence[DeadLetterRecord]) -> tuple[list[str], list[str]]
     return list(dict.fromkeys(hubspot)), list(dict.fromkeys(brevo))
 
 
+#: One object type's sync of records named by id: ``(hubspot_ids, brevo_ids)``.
+SyncIds = Callable[[list[str], list[str]], Awaitable[object]]
+
+
+def _sync_of(
+    object_type: str, engines: Mapping[str, SyncEngine], objects: Mapping[str, ObjectSync]
+) -> SyncIds | None:
+    """The retry pass of ``object_type``: the contact engine's ``sync``, else the object
+    sync's ``sync_ids``; ``None`` if the type is not synced."""
+    engine = engines.get(object_type)
+    if engine is not None:
+
+        async def by_engine(hubspot_ids: list[str], brevo_ids: list[str]) -> object:
+            return await engine.sync(hubspot_ids=hubspot_ids, brevo_ids=brevo_ids, mode="retry")
+
+        return by_engine
+    obj = objects.get(object_type)
+    if obj is not None:
+
+        async def by_object(hubspot_ids: list[str], brevo_ids: list[str]) -> object:
+            return await obj.sync_ids(hubspot_ids=hubspot_ids, brevo_ids=brevo_ids, mode="retry")
+
+        return by_object
+    return None
+
+
 async def retry(
     sessions: async_sessionmaker[AsyncSession],
     engines: Mapping[str, SyncEngine],
@@ -74,32 +100,27 @@ async def retry(
         if lt.resolved_at is None:
             by_object.setdefault(lt.object_type, []).append(lt)
     for object_type, group in by_object.items():
-        engine: SyncEngine | ObjectSync | None = engines.get(object_type)
-        if engine is None and objects is not None:
-            engine = objects.get(object_type)
+        sync = _sync_of(object_type, engines, objects or {})
         for start in range(0, len(group), BATCH):
             batch = group[start : start + BATCH]
-            if engine is None:
+            if sync is None:
                 why = f"{object_type} is not synced (enable it under connectors.hubspot.sync)"
                 results += [RetryResult(lt, False, lt.attempts, why) for lt in batch]
                 continue
-            results += await _retry_batch(sessions, engine, batch, clock)
+            results += await _retry_batch(sessions, sync, batch, clock)
     return results
 
 
 async def _retry_batch(
     sessions: async_sessionmaker[AsyncSession],
-    engine: SyncEngine | ObjectSync,
+    sync: SyncIds,
     batch: Sequence[DeadLetterRecord],
     clock: Callable[[], datetime],
 ) -> list[RetryResult]:
     hubspot_ids, brevo_ids = _targets(batch)
     crash: str | None = None
     try:
-        if isinstance(engine, SyncEngine):
-            await engine.sync(hubspot_ids=hubspot_ids, brevo_ids=brevo_ids, mode="retry")
-        else:
-            await engine.sync_ids(hubspot_ids=hubspot_ids, brevo_ids=brevo_ids, mode="retry")
+        await sync(hubspot_ids, brevo_ids)
     except Exception as e:  # the whole pass failed: every letter stays open
         crash = scrub(f"{type(e).__name__}: {e}")
     results: list[RetryResult] = []
