@@ -86,3 +86,27 @@ async def test_resync_runs_every_object_type_in_order_and_records_each(tmp_path:
         assert code == 0, out + err
         assert health() == 100
         assert env.query(runs_of) == [(2,)]
+
+        # status: per object type, its links (or roll-up records) and each side's last pull
+        code, out, err = await env.cli("status", "--json")
+        objects = json.loads(out)["objects"]
+        assert list(objects) == order
+        assert objects["contacts"]["links"] == 3 and objects["companies"]["links"] == 0
+        assert objects["tickets"] == {
+            "links": None,
+            "rollup_records": 0,
+            "last_pull": {"hubspot": None},
+        }
+        code, out, err = await env.cli("run", "--once")
+        assert code == 0, out + err
+        code, out, err = await env.cli("status", "--json")
+        objects = json.loads(out)["objects"]
+        for object_type in ("contacts", "companies", "deals"):
+            assert set(objects[object_type]["last_pull"]) == {"hubspot", "brevo"}
+            assert all(objects[object_type]["last_pull"].values()), objects
+        assert objects["tickets"]["last_pull"]["hubspot"] is not None
+        code, out, err = await env.cli("status")
+        line = next(ln for ln in out.splitlines() if ln.strip().startswith("tickets "))
+        assert "roll-up of 0 record(s)" in line and "HubSpot pulled" in line, out
+        line = next(ln for ln in out.splitlines() if ln.strip().startswith("companies "))
+        assert "0 linked" in line and "Brevo pulled" in line, out
