@@ -579,7 +579,7 @@ async def test_optout_marks_hubspot_and_is_never_synced_back_over(
 
 async def test_resubscription_travels_only_with_the_mapping_flag(tmp_path: Path) -> None:
     mappings = tmp_path / "mappings"
-    mappings.mkdir()
+    shutil.copytree(ROOT / "mappings", mappings)  # companies, deals, roll-ups as they are
     text = (ROOT / "mappings" / "contacts.yaml").read_text(encoding="utf-8")
     assert "  resubscribe: false" in text
     (mappings / "contacts.yaml").write_text(
