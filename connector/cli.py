@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sys
 import tempfile
 import time
@@ -282,6 +283,7 @@ async def _resync(
         print_samples,
         summary_table,
     )
+    from connector.run_record import recorded
     from connector.runtime import Runtime
     from connector.store import db
 
@@ -309,7 +311,14 @@ async def _resync(
             try:
                 async with holding_lease(rt.sessions, object_type, default_worker_id()):
                     with RichResyncProgress(console, object_type) as progress:
-                        out = await resync(engine, since=since, dry_run=dry_run, progress=progress)
+                        out = await recorded(
+                            rt.sessions,
+                            object_type,
+                            functools.partial(
+                                resync, engine, since=since, dry_run=dry_run, progress=progress
+                            ),
+                            dry_run=dry_run,
+                        )
             except LeaseBusy as e:
                 _fail(str(e), 1)
             except (KeyboardInterrupt, asyncio.CancelledError):
@@ -333,6 +342,7 @@ async def _resync_object(
     """``resync`` of an object type synced by an ObjectSync (companies, deals, …)."""
     from connector.daemon import LeaseBusy, default_worker_id, holding_lease
     from connector.resync_view import plan_table, print_samples, summary_table
+    from connector.run_record import recorded
 
     obj = rt.objects[object_type]
     if force and hasattr(obj, "force"):
@@ -342,7 +352,13 @@ async def _resync_object(
     started = time.monotonic()
     try:
         async with holding_lease(rt.sessions, object_type, default_worker_id()):
-            out = await obj.resync(mode="resync", dry_run=dry_run)
+            with console.status(f"[bold]{object_type}[/]: resync…"):
+                out = await recorded(
+                    rt.sessions,
+                    object_type,
+                    lambda: obj.resync(mode="resync", dry_run=dry_run),
+                    dry_run=dry_run,
+                )
     except LeaseBusy as e:
         _fail(str(e), 1)
     if dry_run:
@@ -542,43 +558,67 @@ async def _store_ready(engine: Any) -> None:
         _fail(f"The database is not ready: {health.error or 'run connector db upgrade'}", 1)
 
 
-async def _explain(settings: Settings, email: str, limit: int) -> int:
+async def _explain(settings: Settings, query: str, limit: int, object_type: str | None) -> int:
     from rich.console import Console
 
-    from connector.explain import explain, render
+    from connector.explain import OBJECT_TYPES, explain_record, render
     from connector.mapping import Mapping, load_mapping
     from connector.runtime import mapping_path
     from connector.store import db
 
+    types = (object_type,) if object_type else OBJECT_TYPES
     engine = db.create_engine(settings.database.url, sqlite_begin="DEFERRED")
     try:
         await _store_ready(engine)
         async with db.session_factory(engine)() as s:
-            found = await explain(s, email, limit=limit)
+            found = await explain_record(s, query, object_types=types, limit=limit)
     finally:
         await engine.dispose()
-    if found is None:
-        click.echo(f"No synced contact has the email {email.strip()}.", err=True)
+    if not found:
+        if "@" in query and types == OBJECT_TYPES:
+            click.echo(f"No synced contact has the email {query.strip()}.", err=True)
+        else:
+            what = object_type or "record"
+            click.echo(
+                f"No synced {what} has the HubSpot id, Brevo id, e-mail or domain "
+                f"{query.strip()} (see connector status for what is synced).",
+                err=True,
+            )
         return 1
-    mapping: Mapping | None
-    try:
-        mapping = load_mapping(
-            mapping_path(settings, "contacts"), default_region=settings.sync.default_region
-        )
-    except ConnectorError:
-        mapping = None
-    render(found, Console(highlight=False), mapping)
+    mappings: dict[str, Mapping | None] = {}
+    console = Console(highlight=False)
+    for n, expl in enumerate(found):
+        ot = expl.link.object_type
+        if ot not in mappings:
+            try:
+                mappings[ot] = load_mapping(
+                    mapping_path(settings, ot), default_region=settings.sync.default_region
+                )
+            except ConnectorError:
+                mappings[ot] = None
+        if n:
+            console.print()
+        render(expl, console, mappings[ot])
     return 0
 
 
 @cli.command("explain")
-@click.argument("email")
+@click.argument("query", metavar="EMAIL|ID|DOMAIN")
 @click.option("--limit", default=200, show_default=True, help="Most history rows to show.")
+@click.option(
+    "--object",
+    "object_type",
+    type=click.Choice(["contacts", "companies", "deals"]),
+    default=None,
+    help="Look only in this object type (default: contacts, companies and deals).",
+)
 @click.pass_context
-def explain_cmd(ctx: click.Context, email: str, limit: int) -> None:
-    """The sync history of one contact: each field change, its direction, its rule, when."""
+def explain_cmd(ctx: click.Context, query: str, limit: int, object_type: str | None) -> None:
+    """One synced record — a contact by e-mail, any record by HubSpot or Brevo id, a company
+    by domain: each field change, its direction, its rule, when; and the ledger, dead
+    letters, associations, roll-ups and e-mail events the store keeps for it."""
     settings = _settings(ctx)
-    sys.exit(asyncio.run(_explain(settings, email, limit)))
+    sys.exit(asyncio.run(_explain(settings, query, limit, object_type)))
 
 
 # --- dlq ---------------------------------------------------------------------------------
@@ -669,7 +709,7 @@ async def _dlq_retry(settings: Settings, ids: list[int] | None) -> int:
             mine = [lt for lt in letters if lt.object_type == object_type]
             try:
                 async with holding_lease(rt.sessions, object_type, holder):
-                    results += await dlq.retry(rt.sessions, rt.engines, mine)
+                    results += await dlq.retry(rt.sessions, rt.engines, mine, objects=rt.objects)
             except LeaseBusy as e:
                 _fail(str(e), 1)
     for r in results:

@@ -1,15 +1,16 @@
 """``connector dlq retry``: sync dead-lettered records again; resolve the ones that now succeed.
 
-A retry hands the records' ids to :meth:`SyncEngine.sync` (``mode="retry"``), up to
-:data:`BATCH` per pass. The engine keeps one open letter per failing record (a new failure
-adds an attempt and its error to it) and resolves the letters of records that sync, so a
-letter still open with more attempts failed again. A record that no longer exists on either
-side has nothing left to sync: resolved.
+A retry hands the records' ids to their object type's sync, up to :data:`BATCH` per pass:
+:meth:`SyncEngine.sync` for contacts, :meth:`ObjectSync.sync_ids` for companies, deals and the
+other object types of ``Runtime.objects`` (``mode="retry"`` both). The sync keeps one open
+letter per failing record (a new failure adds an attempt and its error to it) and resolves the
+letters of records that sync, so a letter still open with more attempts failed again. A record
+that no longer exists on either side has nothing left to sync: resolved.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from connector.engine import SyncEngine
 from connector.errors import scrub
+from connector.objects.base import ObjectSync
 from connector.store import deadletters
 from connector.store.deadletters import DeadLetterRecord
 from connector.store.models import DeadLetter, utcnow
@@ -54,41 +56,71 @@ def _targets(letters: Sequence[DeadLetterRecord]) -> tuple[list[str], list[str]]
     return list(dict.fromkeys(hubspot)), list(dict.fromkeys(brevo))
 
 
+#: One object type's sync of records named by id: ``(hubspot_ids, brevo_ids)``.
+SyncIds = Callable[[list[str], list[str]], Awaitable[object]]
+
+
+def _sync_of(
+    object_type: str, engines: Mapping[str, SyncEngine], objects: Mapping[str, ObjectSync]
+) -> SyncIds | None:
+    """The retry pass of ``object_type``: the contact engine's ``sync``, else the object
+    sync's ``sync_ids``; ``None`` if the type is not synced."""
+    engine = engines.get(object_type)
+    if engine is not None:
+
+        async def by_engine(hubspot_ids: list[str], brevo_ids: list[str]) -> object:
+            return await engine.sync(hubspot_ids=hubspot_ids, brevo_ids=brevo_ids, mode="retry")
+
+        return by_engine
+    obj = objects.get(object_type)
+    if obj is not None:
+
+        async def by_object(hubspot_ids: list[str], brevo_ids: list[str]) -> object:
+            return await obj.sync_ids(hubspot_ids=hubspot_ids, brevo_ids=brevo_ids, mode="retry")
+
+        return by_object
+    return None
+
+
 async def retry(
     sessions: async_sessionmaker[AsyncSession],
     engines: Mapping[str, SyncEngine],
     letters: Sequence[DeadLetterRecord],
     *,
+    objects: Mapping[str, ObjectSync] | None = None,
     clock: Callable[[], datetime] = utcnow,
 ) -> list[RetryResult]:
-    """Retry ``letters`` (open ones), batched per object type; see the module docstring."""
+    """Retry ``letters`` (open ones), batched per object type; see the module docstring.
+
+    ``engines`` sync contacts (``Runtime.engines``), ``objects`` every other object type
+    (``Runtime.objects``)."""
     results: list[RetryResult] = []
     by_object: dict[str, list[DeadLetterRecord]] = {}
     for lt in letters:
         if lt.resolved_at is None:
             by_object.setdefault(lt.object_type, []).append(lt)
     for object_type, group in by_object.items():
-        engine = engines.get(object_type)
+        sync = _sync_of(object_type, engines, objects or {})
         for start in range(0, len(group), BATCH):
             batch = group[start : start + BATCH]
-            if engine is None:
+            if sync is None:
                 why = f"{object_type} is not synced (enable it under connectors.hubspot.sync)"
                 results += [RetryResult(lt, False, lt.attempts, why) for lt in batch]
                 continue
-            results += await _retry_batch(sessions, engine, batch, clock)
+            results += await _retry_batch(sessions, sync, batch, clock)
     return results
 
 
 async def _retry_batch(
     sessions: async_sessionmaker[AsyncSession],
-    engine: SyncEngine,
+    sync: SyncIds,
     batch: Sequence[DeadLetterRecord],
     clock: Callable[[], datetime],
 ) -> list[RetryResult]:
     hubspot_ids, brevo_ids = _targets(batch)
     crash: str | None = None
     try:
-        await engine.sync(hubspot_ids=hubspot_ids, brevo_ids=brevo_ids, mode="retry")
+        await sync(hubspot_ids, brevo_ids)
     except Exception as e:  # the whole pass failed: every letter stays open
         crash = scrub(f"{type(e).__name__}: {e}")
     results: list[RetryResult] = []

@@ -94,7 +94,8 @@ SUMMARY_ROWS = (
 
 
 def summary_table(object_type: str, out: Outcome, seconds: float) -> Table:
-    table = Table(title=f"Resync of {object_type}: {seconds:,.1f} s", title_justify="left")
+    title = f"Resync of {object_type}: {seconds:,.1f} s"
+    table = Table(title=title, title_justify="left", min_width=len(title))
     table.add_column("")
     table.add_column("records", justify="right")
     for label, key in SUMMARY_ROWS:
@@ -103,7 +104,16 @@ def summary_table(object_type: str, out: Outcome, seconds: float) -> Table:
     plan = out.summary.as_dict()
     for rule, n in sorted(plan.get("decided_by", {}).items()):
         table.add_row(f"Field values decided by {rule}", f"{n:,}")
+    for key, n in other_counts(out):
+        table.add_row(key.replace("_", " "), f"{n:,}")
     return table
+
+
+def other_counts(out: Outcome) -> list[tuple[str, int]]:
+    """The outcome's non-zero counts the tables have no row of (an object type's own, such as
+    a roll-up's ``rollup_contacts`` or ``would_write``), by name."""
+    known = {key for _, key in SUMMARY_ROWS} | {"hubspot_without_email"}
+    return [(k, int(n)) for k, n in sorted(out.counts.items()) if n and k not in known]
 
 
 def plan_table(object_type: str, out: Outcome) -> Table:
@@ -129,6 +139,8 @@ def plan_table(object_type: str, out: Outcome) -> Table:
         table.add_row(
             "HubSpot contacts without email", f"{out.counts['hubspot_without_email']:,}", ""
         )
+    for key, n in other_counts(out):
+        table.add_row(key.replace("_", " "), f"{n:,}", "")
     return table
 
 

@@ -76,6 +76,25 @@ class SkippedCount:
     count: int
 
 
+@dataclass(frozen=True)
+class ObjectLine:
+    """One synced object type: its links (``None`` for a roll-up source, which links nothing:
+    ``rollup_records`` counts the records that counted for a contact at the last refresh) and
+    the last successful pull of each side it pulls (``None``: never)."""
+
+    object_type: str
+    links: int | None
+    rollup_records: int | None
+    last_pull: dict[str, datetime | None]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "links": self.links,
+            "rollup_records": self.rollup_records,
+            "last_pull": {side: _iso(at) for side, at in self.last_pull.items()},
+        }
+
+
 #: object types written through Brevo's CRM endpoints (the 100-calls-per-hour budget)
 CRM_OBJECTS = ("companies", "deals")
 #: CSV bytes of one company or deal row, to estimate the imports of queued keys
@@ -198,6 +217,7 @@ class StatusReport:
     dead_letters_open: int | None = None
     last_error: runs.RunSummary | None = None
     crm: CrmBudget | None = None
+    objects: list[ObjectLine] = field(default_factory=list)
 
     @property
     def database_migrated(self) -> bool:
@@ -227,7 +247,9 @@ class StatusReport:
         ``last_error`` (``null`` or ``at``, ``kind``, ``system``, ``object_type``,
         ``status``, ``error``), ``brevo_crm_budget`` (``null`` unless companies or deals
         sync: ``limit``, ``used_last_hour``, ``remaining``, ``resets_in_seconds``,
-        ``queued_keys``, ``queued_calls``, ``done_at``).
+        ``queued_keys``, ``queued_calls``, ``done_at``), ``objects`` (object type →
+        ``links`` (``null`` for a roll-up source), ``rollup_records`` (``null`` unless a
+        roll-up source), ``last_pull`` (side → the last successful pull, ``null``: never)).
         """
         store_read = self.database_migrated
         last = self.last_error
@@ -285,6 +307,7 @@ class StatusReport:
                 "error": last.error,
             },
             "brevo_crm_budget": self.crm.to_json() if self.crm is not None else None,
+            "objects": {o.object_type: o.to_json() for o in self.objects},
         }
 
 
@@ -383,6 +406,54 @@ def _switched_on(settings: Settings) -> list[str]:
     return [o for o, on in switches.items() if on]
 
 
+def _rollup_types(settings: Settings) -> list[str]:
+    """The roll-up sources the config enables (by the files of ``mappings/rollups/``; a file
+    that does not load shows nothing here — ``connector mappings check`` says why)."""
+    from connector.errors import ConnectorError
+    from connector.objects.rollup_mapping import load_rollup_mappings, rollup_dir
+    from connector.objects.rollup_sync import enabled_types
+
+    try:
+        mappings = load_rollup_mappings(rollup_dir(settings.sync.mappings_dir))
+    except (ConnectorError, OSError):
+        return []
+    enabled = enabled_types(settings, mappings)
+    return list(dict.fromkeys(t for m in mappings for t in m.objects if t in enabled))
+
+
+async def _object_lines(
+    session: AsyncSession, settings: Settings, syncs: list[SyncLine]
+) -> list[ObjectLine]:
+    """One :class:`ObjectLine` per synced object type: the linked ones (contacts, companies,
+    deals) in their order, then the roll-up sources (one way, HubSpot pulls only)."""
+    from connector.store.models import RollupMember
+
+    pulled: dict[tuple[str, str], datetime | None] = {
+        (s.object_type, s.system): s.last_success_at
+        for s in syncs
+        if s.kind == "pull" and s.object_type and s.system
+    }
+    lines: list[ObjectLine] = []
+    linked = enabled_objects(settings)
+    for object_type in linked:
+        sides = {side: pulled.get((object_type, side)) for side in ("hubspot", "brevo")}
+        lines.append(
+            ObjectLine(object_type, await links.count_links(session, object_type), None, sides)
+        )
+    for object_type in _rollup_types(settings):
+        if object_type in linked:  # the deals sync runs the deal roll-ups on its passes
+            continue
+        stmt = (
+            sa.select(sa.func.count())
+            .select_from(RollupMember)
+            .where(RollupMember.object_type == object_type)
+        )
+        records = int(await session.scalar(stmt) or 0)
+        sides = {"hubspot": pulled.get((object_type, "hubspot"))}
+        lines.append(ObjectLine(object_type, None, records, sides))
+    return lines
+
+
 async def gather(settings: Settings, *, now: datetime | None = None) -> StatusReport:
     """Check both APIs and read the store; never raises for an unreachable one."""
     engine = db.create_engine(settings.database.url, sqlite_begin="DEFERRED")
@@ -424,6 +495,7 @@ async def gather(settings: Settings, *, now: datetime | None = None) -> StatusRe
             ]
             report.dead_letters_open = await deadletters.count_open(s)
             report.last_error = await runs.last_error(s)
+            report.objects = await _object_lines(s, settings, report.syncs)
             if any(o in CRM_OBJECTS for o in _switched_on(settings)):
                 report.crm = crm_budget(
                     rate.get(CRM_FAMILY),
@@ -511,6 +583,8 @@ def render(report: StatusReport, console: Console, *, show_emails: bool = False)
     facts.add_column()
     synced = ", ".join(f"{o}: {n}" for o, n in report.records_synced.items()) or "—"
     facts.add_row("Records synced", synced)
+    for line in report.objects:
+        facts.add_row(f"  {line.object_type}", object_line(line, now))
     facts.add_row("Pending dirty keys", str(report.pending_dirty_keys))
     dead_events = report.dead_inbox_events or 0
     facts.add_row(
@@ -543,6 +617,18 @@ def render(report: StatusReport, console: Console, *, show_emails: bool = False)
     console.print(facts)
 
 
+def object_line(line: ObjectLine, now: datetime) -> str:
+    """One object type's line: links (or roll-up records) and the last pull of each side."""
+    if line.links is not None:
+        head = f"{line.links} linked"
+    else:
+        head = f"roll-up of {line.rollup_records} record(s)"
+    pulls = ", ".join(
+        f"{_LABEL.get(side, side)} pulled {_when(at, now)}" for side, at in line.last_pull.items()
+    )
+    return f"{head}; {pulls}"
+
+
 def crm_line(crm: CrmBudget, now: datetime) -> str:
     """``Brevo CRM budget``: used of the hour, what is queued, and when it is done."""
     if crm.used is None or crm.limit is None:
@@ -570,11 +656,13 @@ __all__ = [
     "DEAD_EVENTS_HINT",
     "Connection",
     "CrmBudget",
+    "ObjectLine",
     "SkippedCount",
     "StatusReport",
     "SyncLine",
     "crm_budget",
     "crm_line",
     "gather",
+    "object_line",
     "render",
 ]

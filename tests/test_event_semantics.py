@@ -28,8 +28,10 @@ from structlog.testing import capture_logs
 from test_worker import APP_URL, TOKEN, Env, worker_env
 
 from connector.events import GUARD_PREFIX
+from connector.store import associations as assoc_store
 from connector.store import db, deadletters, inbox, jobs, purge, runs, skipped
 from connector.store import links as ledger
+from connector.store import rollups as rollup_store
 from connector.store.models import Base, Cursor, Job, ResyncStage, SyncHistory
 from connector.worker import WorkerResult
 
@@ -341,8 +343,15 @@ async def test_privacy_deletion_deletes_both_sides_and_purges_every_table(tmp_pa
             )
             await s.execute(
                 sa.update(Cursor)
-                .where(Cursor.system == "brevo")
+                .where(Cursor.system == "brevo", Cursor.object_type == "contacts")
                 .values(boundary_ids=[brevo_id, "999999"])
+            )
+            # roll-ups counted for them, their associations and a company's set naming them
+            await rollup_store.save_values(s, {(str(hid), "OPEN_TICKETS"): "f" * 64}, now=now)
+            await rollup_store.replace_members(s, "tickets", {str(hid): ["987001"]})
+            await assoc_store.save(s, "contacts", "companies", {str(hid): ["987002"]}, now=now)
+            await assoc_store.save(
+                s, "companies", "contacts", {"987002": [str(hid), "987003"]}, now=now
             )
         async with env.rt.sessions() as s:
             assert await ledger.count_links(s, "contacts") == 3
@@ -359,8 +368,14 @@ async def test_privacy_deletion_deletes_both_sides_and_purges_every_table(tmp_pa
         assert not [e for e in logs if _mentions(e, {email})]
         async with env.rt.sessions() as s:
             assert await ledger.count_links(s, "contacts") == 2  # the others stay
-            kept = await s.scalar(sa.select(Cursor.boundary_ids).where(Cursor.system == "brevo"))
+            kept = await s.scalar(
+                sa.select(Cursor.boundary_ids).where(
+                    Cursor.system == "brevo", Cursor.object_type == "contacts"
+                )
+            )
             assert kept == ["999999"]
+            others = await assoc_store.load(s, "companies", "contacts", ["987002"])
+            assert others == {"987002": frozenset({"987003"})}  # the company keeps the others
         # nothing brings them back
         await env.daemon.run_once(reconcile=True)
         assert brevo.get(email) is None and len(hs_live(env)) == 2
@@ -452,6 +467,12 @@ async def test_purge_person_removes_every_row_in_one_transaction(
                 now=now,
                 identity=jobs.identity_hash(address),
             )
+        for contact in ("101", "102"):
+            await rollup_store.save_values(s, {(contact, "MEETINGS_COUNT"): "e" * 64}, now=now)
+            await rollup_store.replace_members(s, "meetings", {contact: [f"9{contact}"]})
+            await assoc_store.save(s, "contacts", "companies", {contact: ["701"]}, now=now)
+        await assoc_store.save(s, "companies", "contacts", {"701": ["101", "102"]}, now=now)
+        await assoc_store.save(s, "deals", "contacts", {"801": ["1010", "102"]}, now=now)
     async with purge_db() as s, s.begin():
         counts = await purge.purge_person(s, purge.Person("contacts", hubspot_ids=("101",)))
     assert counts == {
@@ -463,6 +484,8 @@ async def test_purge_person_removes_every_row_in_one_transaction(
         "skipped_records": 1,
         "jobs": 1,
         "enrollments": 1,
+        "rollups": 2,
+        "association_state": 2,  # its own set deleted, the company's set without it
         "tombstones": 3,
     }
     async with purge_db() as s:
@@ -476,6 +499,20 @@ async def test_purge_person_removes_every_row_in_one_transaction(
         assert enrolled.all() == ["102"]
         steps = (await s.execute(sa.text("SELECT hubspot_id FROM jobs"))).scalars()
         assert steps.all() == ["102"]
+        assert await rollup_store.load_values(s, ["101", "102"]) == {
+            ("102", "MEETINGS_COUNT"): "e" * 64
+        }
+        assert await rollup_store.contacts_of(s, "meetings", ["9101", "9102"]) == {"9102": {"102"}}
+        assert await assoc_store.load(s, "contacts", "companies", ["101", "102"]) == {
+            "102": frozenset({"701"})
+        }
+        assert await assoc_store.load(s, "companies", "contacts", ["701"]) == {
+            "701": frozenset({"102"})
+        }
+        # "1010" only contains the purged id's digits: kept
+        assert await assoc_store.load(s, "deals", "contacts", ["801"]) == {
+            "801": frozenset({"1010", "102"})
+        }
 
     # one transaction: a failure half-way leaves every row in place
     async with purge_db() as s:
@@ -542,7 +579,7 @@ async def test_optout_marks_hubspot_and_is_never_synced_back_over(
 
 async def test_resubscription_travels_only_with_the_mapping_flag(tmp_path: Path) -> None:
     mappings = tmp_path / "mappings"
-    mappings.mkdir()
+    shutil.copytree(ROOT / "mappings", mappings)  # companies, deals, roll-ups as they are
     text = (ROOT / "mappings" / "contacts.yaml").read_text(encoding="utf-8")
     assert "  resubscribe: false" in text
     (mappings / "contacts.yaml").write_text(

@@ -36,6 +36,7 @@ STATUS_KEYS = {
     "skipped",
     "dead_letters_open",
     "last_error",
+    "objects",
 }
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 

@@ -74,6 +74,25 @@ async def save(
     await session.execute(stmt, rows)
 
 
+async def for_record(
+    session: AsyncSession, object_type: str, hubspot_id: str
+) -> list[tuple[str, list[str], datetime]]:
+    """``(associated type, HubSpot ids, when)`` of every stored set of one record, by type."""
+    stmt = (
+        sa.select(
+            AssociationState.to_type,
+            AssociationState.to_hubspot_ids,
+            AssociationState.updated_at,
+        )
+        .where(
+            AssociationState.object_type == object_type,
+            AssociationState.hubspot_id == hubspot_id,
+        )
+        .order_by(AssociationState.to_type)
+    )
+    return [(str(t), [str(i) for i in ids or []], at) for t, ids, at in await session.execute(stmt)]
+
+
 async def forget(session: AsyncSession, object_type: str, hubspot_ids: Iterable[str]) -> None:
     """Drop every set of these records (they were deleted)."""
     ids = list(dict.fromkeys(hubspot_ids))
@@ -86,4 +105,4 @@ async def forget(session: AsyncSession, object_type: str, hubspot_ids: Iterable[
         )
 
 
-__all__ = ["forget", "load", "save"]
+__all__ = ["for_record", "forget", "load", "save"]

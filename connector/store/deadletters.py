@@ -176,6 +176,41 @@ async def list_open(session: AsyncSession, limit: int = 100) -> list[DeadLetterR
     return [_record(r) for r in await session.execute(stmt)]
 
 
+async def for_record(
+    session: AsyncSession,
+    object_type: str,
+    *,
+    hubspot_id: str | None = None,
+    brevo_id: str | None = None,
+    identity_key: str | None = None,
+    limit: int = 20,
+) -> list[DeadLetterRecord]:
+    """The dead letters, open or resolved, of one record (by either id or its identity key),
+    newest first (for ``connector explain``)."""
+    match = [
+        c
+        for c in (
+            sa.and_(DeadLetter.system == "hubspot", DeadLetter.object_id == hubspot_id)
+            if hubspot_id
+            else None,
+            sa.and_(DeadLetter.system == "brevo", DeadLetter.object_id == brevo_id)
+            if brevo_id
+            else None,
+            DeadLetter.identity_key == identity_key if identity_key else None,
+        )
+        if c is not None
+    ]
+    if not match:
+        return []
+    stmt = (
+        sa.select(*_COLUMNS)
+        .where(DeadLetter.object_type == object_type, sa.or_(*match))
+        .order_by(DeadLetter.created_at.desc(), DeadLetter.id.desc())
+        .limit(limit)
+    )
+    return [_record(r) for r in await session.execute(stmt)]
+
+
 async def get(session: AsyncSession, id: int) -> DeadLetterRecord | None:
     """One dead letter, open or resolved; ``None`` if there is no such id."""
     row = (await session.execute(sa.select(*_COLUMNS).where(DeadLetter.id == id))).one_or_none()
@@ -217,6 +252,7 @@ __all__ = [
     "DeadLetterRecord",
     "add",
     "count_open",
+    "for_record",
     "get",
     "list_open",
     "purge_resolved",

@@ -19,7 +19,12 @@ transaction, every row that names them — by HubSpot id, Brevo id or e-mail:
 ``enrollments``     their hook enrollments (by HubSpot / Brevo id or the e-mail's hash)
 ``runs``            error texts mentioning an e-mail: the e-mail is replaced, the run kept
 ``cursors``         the ids among a cursor's boundary ids
+``rollup_values``   a contact's roll-up hashes, and ``rollup_members`` the records that
+                    counted for them (:func:`connector.store.rollups.forget_contacts`)
 ==================  ===================================================================
+
+and ``association_state``: a contact's own association sets, and their HubSpot id inside the
+sets of other records (a company's or a deal's contacts).
 
 It then leaves tombstones (``purged_identities``: SHA-256 hashes of each id and e-mail, never
 the values): webhooks about the person that arrive later — our own deletion of the Brevo
@@ -45,9 +50,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from connector.store import rollups
 from connector.store.db import dialect_insert, rowcount
 from connector.store.jobs import identity_hash
 from connector.store.models import (
+    AssociationState,
     Cursor,
     DeadLetter,
     EmailEventEntry,
@@ -198,6 +205,8 @@ async def purge_person(session: AsyncSession, person: Person) -> Counter[str]:
         counts["email_event_entries"] = await _delete(
             session, EmailEventEntry, EmailEventEntry.hubspot_id.in_(person.hubspot_ids)
         )
+        counts["rollups"] = await rollups.forget_contacts(session, person.hubspot_ids)
+        counts["association_state"] = await _forget_associations(session, ot, person.hubspot_ids)
     counts["jobs"] = await _delete(session, Job, job_match)
     counts["enrollments"] = await _delete(session, Enrollment, enrollment_match)
 
@@ -289,6 +298,50 @@ async def _redact_runs(session: AsyncSession, emails: Sequence[str]) -> int:
             sa.update(Run)
             .where(Run.id == run_id)
             .values(error=pattern.sub(REDACTED, error or ""))
+            .execution_options(synchronize_session=False)
+        )
+        changed += 1
+    return changed
+
+
+async def _forget_associations(
+    session: AsyncSession, object_type: str, hubspot_ids: Sequence[str]
+) -> int:
+    """Drop the record's own association sets and take its id out of the other records' sets
+    of ``object_type`` (a company's contacts): rows deleted or changed."""
+    changed = await _delete(
+        session,
+        AssociationState,
+        sa.and_(
+            AssociationState.object_type == object_type,
+            AssociationState.hubspot_id.in_(hubspot_ids),
+        ),
+    )
+    gone = set(hubspot_ids)
+    # a substring scan narrows the rows; the lists are then checked id by id
+    rows = await session.execute(
+        sa.select(
+            AssociationState.object_type,
+            AssociationState.hubspot_id,
+            AssociationState.to_type,
+            AssociationState.to_hubspot_ids,
+        ).where(
+            AssociationState.to_type == object_type,
+            _mentions(AssociationState.to_hubspot_ids, list(gone)),
+        )
+    )
+    for owner_type, owner_id, to_type, to_ids in rows.all():
+        kept = [i for i in to_ids or [] if str(i) not in gone]
+        if len(kept) == len(to_ids or []):
+            continue
+        await session.execute(
+            sa.update(AssociationState)
+            .where(
+                AssociationState.object_type == owner_type,
+                AssociationState.hubspot_id == owner_id,
+                AssociationState.to_type == to_type,
+            )
+            .values(to_hubspot_ids=kept)
             .execution_options(synchronize_session=False)
         )
         changed += 1

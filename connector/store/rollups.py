@@ -48,6 +48,16 @@ async def load_values(
     return out
 
 
+async def values_of(session: AsyncSession, contact_id: str) -> list[tuple[str, str, datetime]]:
+    """``(attribute, hash, written at)`` of one contact's last written roll-ups, by name."""
+    stmt = (
+        sa.select(RollupValue.attribute, RollupValue.value_hash, RollupValue.written_at)
+        .where(RollupValue.hubspot_id == contact_id)
+        .order_by(RollupValue.attribute)
+    )
+    return [(str(a), str(h), w) for a, h, w in await session.execute(stmt)]
+
+
 async def save_values(
     session: AsyncSession,
     hashes: Mapping[tuple[str, str], str],
@@ -127,4 +137,5 @@ __all__ = [
     "replace_members",
     "save_values",
     "value_hash",
+    "values_of",
 ]
