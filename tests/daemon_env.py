@@ -9,6 +9,7 @@ database (the PostgreSQL tests pass theirs); ``webhooks_port`` adds the ``server
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ from sqlalchemy.pool import NullPool
 from sync_env import ROOT, create_custom_fields
 
 from connector.mapping import load_mapping
+from connector.sandbox.brevo_state import BrevoState
 from connector.sandbox.server import SandboxServers
 from connector.store import db
 
@@ -186,6 +188,17 @@ def config_text(servers: SandboxServers, db_url: str, **sync: Any) -> str:
     return servers.config_yaml(db_url) + "sync:\n" + "\n".join(lines) + "\n"
 
 
+def create_rollup_attributes(brevo: BrevoState) -> None:
+    """The Brevo attributes the repository's roll-up files write (what ``connector mappings
+    check --create-missing`` creates in a real account)."""
+    from connector.objects.rollup_mapping import load_rollup_mappings
+
+    for rollup in load_rollup_mappings(ROOT / "mappings" / "rollups"):
+        for f in rollup.fields:
+            with contextlib.suppress(Exception):  # already there in this account
+                brevo.create_attribute("normal", f.brevo, {"type": f.brevo_type})
+
+
 @asynccontextmanager
 async def cli_env(
     tmp_path: Path,
@@ -202,6 +215,7 @@ async def cli_env(
     async with SandboxServers(rate_limits=False) as servers:
         mapping = load_mapping(ROOT / "mappings" / "contacts.yaml", default_region="US")
         create_custom_fields(servers.hubspot, servers.brevo, mapping)
+        create_rollup_attributes(servers.brevo)
         if hubspot:
             servers.hubspot.seed_contacts(hubspot)
         if brevo:
