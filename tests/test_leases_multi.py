@@ -67,7 +67,7 @@ def settings_for(url: str) -> Settings:
 
 
 def holders(env: Any) -> dict[str, str]:
-    rows = env.query("SELECT name, holder FROM leases WHERE name LIKE 'pull:%'")
+    rows = env.query("SELECT name, holder FROM leases WHERE name LIKE 'pull%contacts'")
     return {name: holder for name, holder in rows}
 
 
@@ -109,7 +109,8 @@ async def test_each_pull_runs_in_one_daemon_and_a_killed_ones_is_taken_over(
             what="b took the pulls over",
         )
         assert {pid_of(h) for h in holders(env).values()} == {b.pid}
-        assert {e["lease"] for e in b.events("lease.taken")} == pulls
+        taken = {e["lease"] for e in b.events("lease.taken")}
+        assert {t for t in taken if t.endswith(":contacts")} == pulls
 
         assert await b.terminate() == 0
         assert env.query("SELECT count(*) FROM leases") == [(0,)]  # released on stop
@@ -117,7 +118,8 @@ async def test_each_pull_runs_in_one_daemon_and_a_killed_ones_is_taken_over(
         for system in ("hubspot", "brevo"):
             rows = env.query(
                 "SELECT started_at, finished_at, status FROM runs "
-                "WHERE kind = 'pull' AND system = :system ORDER BY started_at",
+                "WHERE kind = 'pull' AND system = :system AND object_type = 'contacts' "
+                "ORDER BY started_at",
                 system=system,
             )
             assert len(rows) >= 4
@@ -235,7 +237,10 @@ def worker_on(
     runtime = cast(
         Runtime,
         SimpleNamespace(
-            sessions=sessions, engines={}, settings=settings_for("sqlite:///unused.db")
+            sessions=sessions,
+            engines={},
+            objects={},
+            settings=settings_for("sqlite:///unused.db"),
         ),
     )
     return InboxWorker(
