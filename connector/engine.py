@@ -338,10 +338,9 @@ class SyncEngine:
         burst for 500 linked contacts: 25 calls, not 500); the rest — new contacts, or an
         e-mail changed in Brevo — one by one.
         """
+        have = {normalise_email(c.email) for c in found.values()}
         wanted = [
-            e
-            for e in dict.fromkeys(normalise_email(x) for x in emails)
-            if e is not None and e not in {normalise_email(c.email) for c in found.values()}
+            e for e in dict.fromkeys(normalise_email(x) for x in emails) if e and e not in have
         ]
         if not wanted:
             return

@@ -29,6 +29,7 @@ one typed step (``date``, ``number``, ``boolean``, ``value_map``), which comes l
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from abc import ABC, abstractmethod
@@ -110,12 +111,19 @@ def normalise_email(value: str | None) -> str | None:
     candidate = value.strip().lower()
     if not candidate:
         return None
+    return candidate if _valid_email(candidate) else None
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _valid_email(candidate: str) -> bool:
+    """Whether email-validator accepts the address (cached: the same address is checked
+    several times per record — pairing, both sides' mapping — and validation is slow)."""
     try:
         # syntax only: no DNS, and reserved test domains (.test) are addresses too
         validate_email(candidate, check_deliverability=False, test_environment=True)
     except EmailNotValidError:
-        return None
-    return candidate
+        return False
+    return True
 
 
 # --- the base class ------------------------------------------------------------------------
@@ -244,26 +252,35 @@ class PhoneE164(TextStep):
         raw = text.strip()
         if not raw:
             return None
-        compact = re.sub(r"[\s().\-/]", "", raw)
-        if compact.startswith("00"):
-            compact = "+" + compact[2:]
-        candidates = [compact]
-        if side == "brevo" and compact.isdigit():
-            candidates.insert(0, "+" + compact)
-        for candidate in candidates:
-            number = self._parse(candidate)
-            if number is not None:
-                return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-        raise InvalidValue(
-            f"{_short(raw)} is not a valid phone number (default region {self.region})"
-        )
+        e164 = _e164(raw, side == "brevo", self.region)
+        if e164 is None:
+            raise InvalidValue(
+                f"{_short(raw)} is not a valid phone number (default region {self.region})"
+            )
+        return e164
 
-    def _parse(self, candidate: str) -> phonenumbers.PhoneNumber | None:
+
+_PHONE_PUNCTUATION = re.compile(r"[\s().\-/]")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _e164(raw: str, from_brevo: bool, region: str) -> str | None:
+    """A stripped, non-empty phone number in E.164, or ``None`` if it is not valid (cached:
+    each number is parsed several times per record, and parsing is slow)."""
+    compact = _PHONE_PUNCTUATION.sub("", raw)
+    if compact.startswith("00"):
+        compact = "+" + compact[2:]
+    candidates = [compact]
+    if from_brevo and compact.isdigit():
+        candidates.insert(0, "+" + compact)
+    for candidate in candidates:
         try:
-            number = phonenumbers.parse(candidate, self.region)
+            number = phonenumbers.parse(candidate, region)
         except phonenumbers.NumberParseException:
-            return None
-        return number if phonenumbers.is_valid_number(number) else None
+            continue
+        if phonenumbers.is_valid_number(number):
+            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return None
 
 
 # --- typed steps ---------------------------------------------------------------------------

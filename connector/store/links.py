@@ -117,6 +117,8 @@ def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
         yield items[start : start + size]
 
 
+_LINKS = cast(sa.Table, Link.__table__)
+_FIELD_STATE = cast(sa.Table, FieldState.__table__)
 _LINK_COLUMNS = (Link.id, Link.object_type, Link.hubspot_id, Link.brevo_id, Link.identity_key)
 _BASE_COLUMNS = (
     FieldState.link_id,
@@ -241,9 +243,10 @@ def _base_rows(link_id: int, entries: Mapping[str, BaseEntry]) -> list[dict[str,
 async def _upsert_bases(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
-    stmt = dialect_insert(session, FieldState)
+    # against the table, not the ORM entity: a Core executemany, no ORM bookkeeping per row
+    stmt = dialect_insert(session, cast(Any, _FIELD_STATE))
     stmt = stmt.on_conflict_do_update(
-        index_elements=[FieldState.link_id, FieldState.field],
+        index_elements=[_FIELD_STATE.c.link_id, _FIELD_STATE.c.field],
         set_={
             "value_hash": stmt.excluded.value_hash,
             "origin": stmt.excluded.origin,
@@ -409,7 +412,8 @@ async def save_pairs(
             for i in new
         ]
         # RETURNING order is not guaranteed: map the new ids back by the unique side ids.
-        insert = sa.insert(Link).returning(Link.id, Link.hubspot_id, Link.brevo_id)
+        links = _LINKS
+        insert = sa.insert(links).returning(links.c.id, links.c.hubspot_id, links.c.brevo_id)
         created = {
             _new_link_key(r.hubspot_id, r.brevo_id): r.id
             for r in await session.execute(insert, rows)
