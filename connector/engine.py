@@ -240,6 +240,15 @@ class SyncEngine:
         self.hs_props = [*mapping.hubspot_properties(), last_modified_property(self.object_type)]
         self.modified_prop = last_modified_property(self.object_type)
         self.api_source = ApiBrevoSource(brevo)
+        #: the HubSpot properties whose values may travel to Brevo (see _hubspot_may_fill)
+        self._to_brevo_properties = [
+            f.hubspot for f in mapping.fields if f.flows_to("brevo") and f.key != self.identity
+        ]
+        if direction == "brevo_to_hubspot":
+            self._to_brevo_properties = []
+        #: (latest Brevo ``modifiedAt`` seen by an import read-back, our clock when that
+        #: listing ended): the next read-back lists from there (see _confirm_import)
+        self._readback_mark: tuple[datetime, datetime] | None = None
         #: Handles the pairs whose linked record vanished (set by the runtime); without one
         #: they are only skipped and counted (``linked_record_gone``).
         self.deletions: GoneHandler | None = None
@@ -267,6 +276,7 @@ class SyncEngine:
         brevo_source: BrevoSource | None = None,
         out: Outcome | None = None,
         follow_up: bool = False,
+        hubspot_listed: bool = False,
     ) -> Outcome:
         """One pass over what changed; see the module docstring for the steps.
 
@@ -276,6 +286,13 @@ class SyncEngine:
         be read by listing the contacts modified since then — one call per 1,000 — instead of
         by id (20 per call) or by e-mail (one each). Pass ``out`` to add this pass's counts,
         plans and events to a running total.
+
+        ``hubspot_listed``: every HubSpot record has already been offered to this run (a full
+        resync's phase 3, after its listing of HubSpot claimed each record's Brevo contact by
+        email): an unpaired email with no link is known to be absent from HubSpot, so it is
+        not read by email first (the creation is an upsert keyed on email all the same, so a
+        record created meanwhile is updated, not duplicated). Emails the ledger knows are
+        still read, to keep the "held by another linked record" check.
         """
         before = dict(out.counts) if out is not None else {}
         out = out if out is not None else Outcome()
@@ -292,7 +309,7 @@ class SyncEngine:
         if brevo_emails:
             await self._read_brevo_by_email(brevo_emails, br_records, source, brevo_changed_since)
 
-        pairs, no_email = await self._pair(hs_records, br_records, source, out)
+        pairs, no_email = await self._pair(hs_records, br_records, source, out, hubspot_listed)
         await self._plan(pairs, out)
         for p in pairs:
             if p.plan is not None:
@@ -305,11 +322,15 @@ class SyncEngine:
         created = [
             p.hubspot_id
             for p in pairs
-            if p.plan is not None and p.plan.kind == "create_in_hubspot" and not p.failed
+            if p.plan is not None
+            and p.plan.kind == "create_in_hubspot"
+            and not p.failed
+            and self._hubspot_may_fill(p)
         ]
         if created and not follow_up:
-            # HubSpot fills calculated properties (deal counts, …) on a new record: read the
-            # new records back once so those values reach Brevo in this same cycle.
+            # HubSpot fills calculated properties (deal counts, …) and defaults on a new
+            # record: read the new records back once so those values reach Brevo in this same
+            # cycle (only those whose upsert answer lacks a value HubSpot may have set).
             await self.sync(
                 hubspot_ids=[i for i in created if i],
                 mode=mode,
@@ -322,6 +343,17 @@ class SyncEngine:
                 self.object_type, {k: v - before.get(k, 0) for k, v in out.counts.items()}
             )
         return out
+
+    def _hubspot_may_fill(self, p: _Pair) -> bool:
+        """Whether a record just created in HubSpot may hold values the upsert's answer does
+        not show: a mapped property that may travel to Brevo is missing from the answer (it
+        was not sent — empty in Brevo, or read-only — so HubSpot may have set it itself: a
+        default, a calculated property). An answer holding every such value (or no such
+        field) needs no read-back."""
+        if p.hubspot is None:
+            return True
+        props = p.hubspot.properties
+        return any(props.get(name) in (None, "") for name in self._to_brevo_properties)
 
     async def _read_brevo_by_email(
         self,
@@ -382,6 +414,7 @@ class SyncEngine:
         br_records: dict[str, BrevoContact],
         source: BrevoSource,
         out: Outcome,
+        hubspot_listed: bool = False,
     ) -> tuple[list[_Pair], list[tuple[str, str]]]:
         """Group records into pairs by link, then by email; read the missing counterparts."""
         no_email: list[tuple[str, str]] = []
@@ -443,7 +476,9 @@ class SyncEngine:
                 continue
             p.brevo = c
 
-        await self._complete(list(pairs.values()), source, out, no_email)
+        # with ``hubspot_listed``, an email the ledger does not know is not in HubSpot
+        read_by_email = set(by_key) if hubspot_listed else None
+        await self._complete(list(pairs.values()), source, out, no_email, read_by_email)
         return list(pairs.values()), no_email
 
     async def _complete(
@@ -452,8 +487,11 @@ class SyncEngine:
         source: BrevoSource,
         out: Outcome,
         no_email: list[tuple[str, str]],
+        hubspot_by_email: set[str] | None = None,
     ) -> None:
-        """Read each pair's missing side: by linked id where known, else by email."""
+        """Read each pair's missing side: by linked id where known, else by email (HubSpot:
+        only the emails in ``hubspot_by_email`` when it is given, the others being known
+        absent)."""
         hs_by_id = [p for p in pairs if p.hubspot is None and p.link and p.link.hubspot_id]
         hs_by_email = [p for p in pairs if p.hubspot is None and not (p.link and p.link.hubspot_id)]
         br_by_id = [p for p in pairs if p.brevo is None and p.link and p.link.brevo_id]
@@ -478,7 +516,11 @@ class SyncEngine:
                         out.counts["hubspot_without_email"] += 1
         found_hs: dict[str, HubSpotObject] = {}
         if hs_by_email:
-            emails = [p.key for p in hs_by_email if p.key]
+            emails = [
+                p.key
+                for p in hs_by_email
+                if p.key and (hubspot_by_email is None or p.key in hubspot_by_email)
+            ]
             found = await self._read_hubspot(emails, by_email=True) if emails else []
             found_hs = {k: r for r in found if (k := normalise_email(r.properties.get("email")))}
         if br_by_id:
@@ -814,6 +856,14 @@ class SyncEngine:
         """
         wanted = {p.key: p for p in pairs if p.key}
         seen: dict[str, BrevoContact] = {}
+        # List from ``since`` less a clock-skew margin — or, when an earlier read-back's
+        # listing ended before this import was sent, from the latest ``modifiedAt`` that
+        # listing saw (Brevo's own clock: this import's contacts were processed after it), so
+        # the contacts of the previous imports are not listed again.
+        list_from = since - _SKEW
+        mark = self._readback_mark
+        if mark is not None and mark[1] <= since and mark[0] > list_from:
+            list_from = mark[0]
         wait = self.import_poll_every
         waited = 0.0
         checked_process = False
@@ -822,10 +872,15 @@ class SyncEngine:
             await asyncio.sleep(wait)
             waited += wait
             rounds += 1
-            async for c in self.brevo.iter_contacts(modified_since=since - _SKEW):
+            latest: datetime | None = None
+            async for c in self.brevo.iter_contacts(modified_since=list_from):
+                if latest is None or c.modified_at > latest:
+                    latest = c.modified_at
                 key = normalise_email(c.email)
                 if key in wanted and self._kept_all(wanted[key], c):
                     seen[key] = c
+            if latest is not None:
+                self._readback_mark = (latest, self.clock())
             if rounds > 1:
                 # Brevo does not touch a contact whose values the import left as they were
                 # (someone set them meanwhile): look at the existing ones not seen yet by id

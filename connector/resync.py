@@ -114,7 +114,11 @@ async def resync(
     if cp.phase == "hubspot":
         await _hubspot_pages(engine, cp, since, source, engine_mode, dry_run, progress, out)
     if cp.phase == "brevo":
-        await _brevo_rest(engine, cp, source, engine_mode, dry_run, progress, out)
+        # Every HubSpot record was offered to phase 2 in this run (not resumed past it, not
+        # --since): the staged contacts left unclaimed are known to have no HubSpot record
+        # with their email, and phase 3 does not read HubSpot by email for them.
+        listed = since is None and not resuming
+        await _brevo_rest(engine, cp, source, engine_mode, dry_run, progress, out, listed)
     # linked records that vanished: carried over once for the whole resync, so the mass-delete
     # guard weighs them all together (a dry run only counts them: ``deletions_planned``)
     await engine.settle_gone(out, dry_run=dry_run)
@@ -227,6 +231,7 @@ async def _brevo_rest(
     dry_run: bool,
     progress: ResyncProgress | None,
     out: Outcome,
+    hubspot_listed: bool = False,
 ) -> None:
     async with engine.sessions() as s:
         total = await stage.count(s, engine.object_type, unmatched=True)
@@ -238,7 +243,14 @@ async def _brevo_rest(
         if not rows:
             break
         contacts = [BrevoContact.from_api(r.payload) for r in rows]
-        await engine.sync(brevo=contacts, mode=mode, dry_run=dry_run, brevo_source=source, out=out)
+        await engine.sync(
+            brevo=contacts,
+            mode=mode,
+            dry_run=dry_run,
+            brevo_source=source,
+            out=out,
+            hubspot_listed=hubspot_listed,
+        )
         cp.last_stage_id = rows[-1].id
         await _save(engine, cp)
         if progress:
