@@ -51,6 +51,7 @@ log = structlog.get_logger(__name__)
 Mode = Literal["incremental", "resync", "reconcile", "retry"]
 
 _SKEW = timedelta(seconds=5)
+_MS = timedelta(milliseconds=1)
 
 IMPORT_TIMEOUT = 900.0
 """Seconds an import may take before its records count as failed (they go to the DLQ)."""
@@ -857,13 +858,14 @@ class SyncEngine:
         wanted = {p.key: p for p in pairs if p.key}
         seen: dict[str, BrevoContact] = {}
         # List from ``since`` less a clock-skew margin — or, when an earlier read-back's
-        # listing ended before this import was sent, from the latest ``modifiedAt`` that
-        # listing saw (Brevo's own clock: this import's contacts were processed after it), so
-        # the contacts of the previous imports are not listed again.
+        # listing ended before this import was sent, from just after the latest
+        # ``modifiedAt`` that listing saw (Brevo's own clock, in milliseconds: this import's
+        # contacts were processed after that listing), so the contacts of the previous
+        # imports are not listed again (``modifiedSince`` includes its own millisecond).
         list_from = since - _SKEW
         mark = self._readback_mark
-        if mark is not None and mark[1] <= since and mark[0] > list_from:
-            list_from = mark[0]
+        if mark is not None and mark[1] <= since and mark[0] + _MS > list_from:
+            list_from = mark[0] + _MS
         wait = self.import_poll_every
         waited = 0.0
         checked_process = False
