@@ -35,7 +35,7 @@ log = structlog.get_logger(__name__)
 
 ResyncMode = Literal["resync", "reconcile", "initial"]
 STAGE_BATCH = 1_000
-SYNC_BATCH = 1_000
+SYNC_BATCH = 2_000
 """HubSpot records per engine pass in a resync: each pass sends at most one Brevo import."""
 
 

@@ -114,7 +114,7 @@ def normalise_email(value: str | None) -> str | None:
     return candidate if _valid_email(candidate) else None
 
 
-@functools.lru_cache(maxsize=1 << 16)
+@functools.lru_cache(maxsize=1 << 13)
 def _valid_email(candidate: str) -> bool:
     """Whether email-validator accepts the address (cached: the same address is checked
     several times per record — pairing, both sides' mapping — and validation is slow)."""
@@ -263,7 +263,7 @@ class PhoneE164(TextStep):
 _PHONE_PUNCTUATION = re.compile(r"[\s().\-/]")
 
 
-@functools.lru_cache(maxsize=1 << 16)
+@functools.lru_cache(maxsize=1 << 13)
 def _e164(raw: str, from_brevo: bool, region: str) -> str | None:
     """A stripped, non-empty phone number in E.164, or ``None`` if it is not valid (cached:
     each number is parsed several times per record, and parsing is slow)."""
