@@ -36,7 +36,14 @@ log = structlog.get_logger(__name__)
 ResyncMode = Literal["resync", "reconcile", "initial"]
 STAGE_BATCH = 1_000
 SYNC_BATCH = 2_000
-"""HubSpot records per engine pass in a resync: each pass sends at most one Brevo import."""
+"""HubSpot records per engine pass in a resync: each pass sends at most one Brevo import.
+
+Larger passes mean larger imports (fewer calls: Brevo takes 8 MB, some 26,000 rows) but hold
+more records in memory at once; 2,000 keeps the peak RSS flat and well under 200 MB."""
+EVENTS_KEPT = 1_000
+"""Sync events a resync's outcome keeps. Every event is handed to the engine's ``on_events``
+(the post-sync hooks) in the transaction of its pass; the outcome keeps the first ones for the
+caller to show, not all of them (100,000 new contacts would hold 100,000 events in memory)."""
 
 
 class ResyncProgress(Protocol):
@@ -127,6 +134,14 @@ async def resync(
     return out
 
 
+def _trim_events(out: Outcome) -> None:
+    """Keep the outcome's first :data:`EVENTS_KEPT` events (counted: ``events_not_kept``)."""
+    extra = len(out.events) - EVENTS_KEPT
+    if extra > 0:
+        del out.events[EVENTS_KEPT:]
+        out.counts["events_not_kept"] += extra
+
+
 async def _save(engine: SyncEngine, cp: stage.Checkpoint) -> None:
     async with engine.sessions() as s, s.begin():
         await stage.save_checkpoint(s, cp)
@@ -184,6 +199,7 @@ async def _hubspot_pages(
     async def one_batch(page: list[Any]) -> None:
         source.claimed.clear()
         await engine.sync(hubspot=page, mode=mode, dry_run=dry_run, brevo_source=source, out=out)
+        _trim_events(out)
         async with engine.sessions() as s, s.begin():
             await stage.mark_matched(s, engine.object_type, sorted(source.claimed))
         out.counts["hubspot_read"] += len(page)
@@ -251,6 +267,7 @@ async def _brevo_rest(
             out=out,
             hubspot_listed=hubspot_listed,
         )
+        _trim_events(out)
         cp.last_stage_id = rows[-1].id
         await _save(engine, cp)
         if progress:
