@@ -38,6 +38,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar, Literal
 
+import email_validator
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
@@ -111,7 +112,30 @@ def normalise_email(value: str | None) -> str | None:
     candidate = value.strip().lower()
     if not candidate:
         return None
-    return candidate if _valid_email(candidate) else None
+    return candidate if _plain_email(candidate) or _valid_email(candidate) else None
+
+
+_PLAIN_EMAIL = re.compile(
+    r"[a-z0-9_+-]+(?:\.[a-z0-9_+-]+)*@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}"
+)
+
+
+def _plain_email(candidate: str) -> bool:
+    """A fast yes for the everyday address that email-validator surely accepts: ASCII letters,
+    digits and ``_+-`` in dot-separated atoms, an ASCII domain of several labels without
+    ``--`` (IDNA's reserved hyphens) ending in a letters-only top-level domain, within the
+    length limits, and no special-use domain (``.local``, …; ``.test`` is allowed, as with
+    ``test_environment``). Anything else goes to email-validator (``False`` here means
+    "ask it", not "invalid")."""
+    if len(candidate) > 254 or not _PLAIN_EMAIL.fullmatch(candidate):
+        return False
+    local, domain = candidate.split("@")
+    if len(local) > 64 or len(domain) > 253 or "--" in domain:
+        return False
+    for name in email_validator.SPECIAL_USE_DOMAIN_NAMES:
+        if name != "test" and (domain == name or domain.endswith("." + name)):
+            return False
+    return True
 
 
 @functools.lru_cache(maxsize=1 << 13)
@@ -252,7 +276,8 @@ class PhoneE164(TextStep):
         raw = text.strip()
         if not raw:
             return None
-        e164 = _e164(raw, side == "brevo", self.region)
+        key = (raw, side == "brevo", self.region)
+        e164 = _E164_SEEN[key] if key in _E164_SEEN else _e164(*key)
         if e164 is None:
             raise InvalidValue(
                 f"{_short(raw)} is not a valid phone number (default region {self.region})"
@@ -261,12 +286,26 @@ class PhoneE164(TextStep):
 
 
 _PHONE_PUNCTUATION = re.compile(r"[\s().\-/]")
+_E164_SEEN: dict[tuple[str, bool, str], str | None] = {}
+"""Numbers already parsed: each is parsed several times per record (HubSpot's text, its E.164
+form, Brevo's copy), and parsing is slow. Cleared when it reaches :data:`_E164_KEPT` entries."""
+_E164_KEPT = 1 << 14
 
 
-@functools.lru_cache(maxsize=1 << 13)
 def _e164(raw: str, from_brevo: bool, region: str) -> str | None:
-    """A stripped, non-empty phone number in E.164, or ``None`` if it is not valid (cached:
-    each number is parsed several times per record, and parsing is slow)."""
+    """:func:`_parse_e164`, remembered; an E.164 result is remembered as its own normal form
+    too (an E.164 number parses back to itself, from either side)."""
+    result = _parse_e164(raw, from_brevo, region)
+    if len(_E164_SEEN) >= _E164_KEPT:
+        _E164_SEEN.clear()
+    _E164_SEEN[raw, from_brevo, region] = result
+    if result is not None:
+        _E164_SEEN[result, False, region] = _E164_SEEN[result, True, region] = result
+    return result
+
+
+def _parse_e164(raw: str, from_brevo: bool, region: str) -> str | None:
+    """A stripped, non-empty phone number in E.164, or ``None`` if it is not valid."""
     compact = _PHONE_PUNCTUATION.sub("", raw)
     if compact.startswith("00"):
         compact = "+" + compact[2:]
