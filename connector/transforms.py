@@ -327,6 +327,7 @@ def _parse_e164(raw: str, from_brevo: bool, region: str) -> str | None:
 _EPOCH = date(1970, 1, 1)
 _MS_PER_DAY = 86_400_000
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_EPOCH_MS_RE = re.compile(r"-?\d+")
 
 
 class DateTransform(Transform):
@@ -368,7 +369,7 @@ def _hubspot_day(value: str | None) -> date | None:
     if not text:
         return None
     try:
-        if re.fullmatch(r"-?\d+", text):
+        if _EPOCH_MS_RE.fullmatch(text):
             return _EPOCH + timedelta(days=int(text) // _MS_PER_DAY)
         if _DATE_RE.fullmatch(text):
             return date.fromisoformat(text)
