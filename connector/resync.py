@@ -19,6 +19,8 @@ the ledger and always starts afresh.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -35,6 +37,8 @@ log = structlog.get_logger(__name__)
 
 ResyncMode = Literal["resync", "reconcile", "initial"]
 STAGE_BATCH = 1_000
+HUBSPOT_PAGE = 100
+"""Records per HubSpot list page (the list API's largest ``limit``)."""
 SYNC_BATCH = 2_000
 """HubSpot records per engine pass in a resync: each pass sends at most one Brevo import.
 
@@ -219,24 +223,61 @@ async def _hubspot_pages(
         if batch:
             await one_batch(batch)
     else:
-        after = cp.after
+        pages = _PageReader(engine, cp.after)
         pending: list[Any] = []
-        while True:
-            page, after = await engine.hubspot.list_page(
-                engine.object_type, engine.hs_props, after=after
-            )
-            pending += page
-            if len(pending) >= SYNC_BATCH or after is None:
-                # many pages per engine pass: one Brevo import per SYNC_BATCH records
-                if pending:
-                    await one_batch(pending)
-                    pending = []
-                cp.after = after
-                if after is None:
-                    break
-                await _save(engine, cp)
+        try:
+            while True:
+                page, after = await pages.get()
+                pending += page
+                if len(pending) >= SYNC_BATCH or after is None:
+                    # many pages per engine pass: one Brevo import per SYNC_BATCH records
+                    if pending:
+                        await one_batch(pending)
+                        pending = []
+                    cp.after = after  # the checkpoint: the pages processed, not those read
+                    if after is None:
+                        break
+                    await _save(engine, cp)
+        finally:
+            await pages.close()
     cp.phase, cp.after = "brevo", None
     await _save(engine, cp)
+
+
+class _PageReader:
+    """HubSpot's list pages read ahead of the engine, at most one pass's worth: the next
+    pass's pages arrive while this pass plans, writes and waits for its import (the HubSpot
+    server's answer time overlaps our work instead of adding to it). ``get`` re-raises a
+    failed read."""
+
+    def __init__(self, engine: SyncEngine, after: str | None) -> None:
+        self._queue: asyncio.Queue[tuple[list[Any], str | None] | BaseException] = asyncio.Queue(
+            maxsize=max(1, SYNC_BATCH // HUBSPOT_PAGE)
+        )
+        self._task = asyncio.create_task(self._read(engine, after), name="resync pages")
+
+    async def _read(self, engine: SyncEngine, after: str | None) -> None:
+        try:
+            while True:
+                page, after = await engine.hubspot.list_page(
+                    engine.object_type, engine.hs_props, after=after
+                )
+                await self._queue.put((page, after))
+                if after is None:
+                    return
+        except Exception as e:  # handed to the consumer, raised there
+            await self._queue.put(e)
+
+    async def get(self) -> tuple[list[Any], str | None]:
+        item = await self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
 
 
 async def _brevo_rest(
