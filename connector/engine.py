@@ -278,6 +278,7 @@ class SyncEngine:
         out: Outcome | None = None,
         follow_up: bool = False,
         hubspot_listed: bool = False,
+        read_at: datetime | None = None,
     ) -> Outcome:
         """One pass over what changed; see the module docstring for the steps.
 
@@ -294,6 +295,12 @@ class SyncEngine:
         not read by email first (the creation is an upsert keyed on email all the same, so a
         record created meanwhile is updated, not duplicated). Emails the ledger knows are
         still read, to keep the "held by another linked record" check.
+
+        ``read_at``: when the given ``hubspot`` / ``brevo`` records were read (at the latest).
+        A pair the ledger shows synced after that — another pass ran in between, a webhook's
+        while a pull let it in — is planned on its records read again, not on the given
+        copies, which may predate what that pass wrote (planned on them, the old value would
+        look like a change and be written back).
         """
         before = dict(out.counts) if out is not None else {}
         out = out if out is not None else Outcome()
@@ -311,6 +318,10 @@ class SyncEngine:
             await self._read_brevo_by_email(brevo_emails, br_records, source, brevo_changed_since)
 
         pairs, no_email = await self._pair(hs_records, br_records, source, out, hubspot_listed)
+        if read_at is not None:
+            given_hs = {r.id for r in hubspot}
+            given_br = {str(c.id) for c in brevo}
+            await self._reread_synced_since(pairs, read_at, given_hs, given_br, source, out)
         await self._plan(pairs, out)
         for p in pairs:
             if p.plan is not None:
@@ -344,6 +355,50 @@ class SyncEngine:
                 self.object_type, {k: v - before.get(k, 0) for k, v in out.counts.items()}
             )
         return out
+
+    async def _reread_synced_since(
+        self,
+        pairs: list[_Pair],
+        read_at: datetime,
+        given_hs: set[str],
+        given_br: set[str],
+        source: BrevoSource,
+        out: Outcome,
+    ) -> None:
+        """Read again the given records of the pairs synced after ``read_at`` (see sync)."""
+        stale = [
+            p
+            for p in pairs
+            if p.plan is None
+            and p.link is not None
+            and any(b.synced_at > read_at for b in p.link.bases.values())
+        ]
+        hs = [p for p in stale if p.hubspot is not None and p.hubspot.id in given_hs]
+        br = [p for p in stale if p.brevo is not None and str(p.brevo.id) in given_br]
+        if not (hs or br):
+            return
+        out.counts["reread_synced_meanwhile"] += len(hs) + len(br)
+        if hs:
+            got = {
+                r.id: r
+                for r in await self._read_hubspot([p.hubspot_id or "" for p in hs], by_email=False)
+            }
+            for p in hs:
+                assert p.hubspot is not None
+                p.hubspot = got.get(p.hubspot.id)
+        if br:
+            got_br = await source.by_ids([int(str(p.brevo.id)) for p in br if p.brevo is not None])
+            for p in br:
+                assert p.brevo is not None
+                p.brevo = got_br.get(str(p.brevo.id))
+        for p in hs + br:
+            if p.hubspot is None or p.brevo is None:  # gone meanwhile: the next pass sees it
+                p.plan = planner.PairPlan(
+                    kind="skip",
+                    hubspot_id=p.hubspot_id,
+                    brevo_id=p.brevo_id,
+                    reason="changed by another pass and now gone: left to the next pass",
+                )
 
     def _hubspot_may_fill(self, p: _Pair) -> bool:
         """Whether a record just created in HubSpot may hold values the upsert's answer does

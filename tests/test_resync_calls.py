@@ -11,12 +11,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from sync_env import ROOT, SyncEnv, sync_env
 
 from connector.engine import SyncEngine
 from connector.mapping import load_mapping
+from connector.pull import Puller
 from connector.resync import resync
 
 
@@ -162,3 +164,47 @@ async def test_a_new_hubspot_record_is_read_back_only_when_hubspot_may_have_set_
         before = env.writes()
         await engine.sync(brevo_ids=[str(full), str(partial)])
         assert env.writes() == before  # in step: nothing more to write
+
+
+async def test_a_record_read_before_another_pass_synced_it_is_read_again(tmp_path: Path) -> None:
+    """A pull lets a webhook pass run between its batches: a record of its next batch, read
+    before that pass wrote to it, must not carry its old value back over the new one."""
+    async with sync_env(tmp_path) as env:
+        hid = env.hs_create(email="ada@example.org", firstname="Ada", lastname="Old")
+        env.clock.advance(60)
+        out = await env.cycle()
+        assert out.counts["failed"] == 0, out.failures
+        stale = [o for o in (await env.listing())[0] if o.id == hid]  # the pull's copy
+        read_at = env.clock.now()
+        env.clock.advance(60)
+        env.br_edit("ada@example.org", LASTNAME="New")  # the webhook pass carries it over
+        contact = env.br_by_email("ada@example.org")
+        assert contact is not None
+        await env.engine.sync(brevo_ids=[str(contact.id)])
+        assert env.hs_values(hid)["lastname"] == "New"
+        env.clock.advance(60)
+        out = await env.engine.sync(hubspot=stale, read_at=read_at)
+        assert out.counts["reread_synced_meanwhile"] == 1
+        assert env.hs_values(hid)["lastname"] == "New"
+        contact = env.br_by_email("ada@example.org")
+        assert contact is not None and contact.attributes["LASTNAME"] == "New"
+
+
+async def test_a_pull_calls_between_after_each_batch_but_the_last(tmp_path: Path) -> None:
+    async with sync_env(tmp_path) as env:
+        env.hs_state.seed_contacts(5)
+        puller = Puller(env.engine, lookback=timedelta(seconds=0), clock=env.clock.now)
+        await puller.pull("hubspot")  # the first pull: the full resync
+        env.clock.advance(60)
+        for hid in env.hs_ids():
+            env.hs_edit(hid, firstname="Edited")
+        env.clock.advance(60)
+        calls: list[int] = []
+
+        async def between() -> None:
+            calls.append(1)
+
+        puller.batch_size = 2
+        out = await puller.pull("hubspot", between=between)
+        assert out.counts["hubspot_without_email"] == 0
+        assert len(calls) == 2  # batches of 2, 2 and 1
