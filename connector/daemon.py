@@ -275,6 +275,9 @@ class Daemon:
         self.clock = clock
         self._stopping = asyncio.Event()
         self._locks = {o: asyncio.Lock() for o in self.objects}
+        #: per object type whose pull runs now, the inbox passes waiting for a turn in it
+        #: (see _let_worker_in)
+        self._guests: dict[str, list[tuple[asyncio.Future[bool], asyncio.Future[None]]]] = {}
         self._running: set[asyncio.Task[JobResult]] = set()
         self._pullers: dict[str, object] = {}
         self.scheduler: AsyncIOScheduler | None = None
@@ -322,7 +325,45 @@ class Daemon:
             lookback = timedelta(seconds=self.settings.sync.lookback_seconds)
             puller = Puller(self.runtime.engines[object_type], lookback=lookback)
             self._pullers[object_type] = puller
-        return await puller.pull(system, stop=stop)
+        return await puller.pull(
+            system, stop=stop, between=functools.partial(self.let_worker_in, object_type)
+        )
+
+    @asynccontextmanager
+    async def _hosting(self, spec: JobSpec) -> AsyncIterator[None]:
+        """While a pull runs (its lock held): inbox passes that come for its object type
+        queue for a turn in it (:meth:`let_worker_in`) instead of waiting for the lock."""
+        if spec.kind != "pull":
+            yield
+            return
+        self._guests[spec.object_type] = []
+        try:
+            yield
+        finally:
+            for granted, _ in self._guests.pop(spec.object_type, []):
+                if not granted.done():
+                    granted.set_result(False)  # no turn: wait for the lock as usual
+
+    async def let_worker_in(self, object_type: str) -> None:
+        """Between two batches of a pull: the inbox passes waiting for ``object_type`` run
+        now, one after the other, inside the pull's turn — under its lock and its engine
+        lease — instead of after the whole pull (webhooks stay fast while a long pull runs).
+        The pull's next batches are safe from them: records synced meanwhile are read again
+        (the engine's ``read_at``)."""
+        guests = self._guests.get(object_type, [])
+        while guests and not self._stopping.is_set():
+            granted, done = guests.pop(0)
+            if granted.done():  # the waiting pass was cancelled
+                continue
+            granted.set_result(True)
+            cancelled = False
+            while not done.done():  # even if cancelled: the guest runs under our lease
+                try:
+                    await asyncio.shield(done)
+                except asyncio.CancelledError:
+                    cancelled = True
+            if cancelled:
+                raise asyncio.CancelledError
 
     async def _default_reconcile(self, object_type: str) -> Outcome:
         from connector.resync import resync
@@ -354,7 +395,8 @@ class Daemon:
                     )
                     return JobResult(spec, "skipped", error="lease held by another daemon")
                 try:
-                    return await self._leased(spec)
+                    async with self._hosting(spec):
+                        return await self._leased(spec)
                 finally:
                     await self._release(lease_name(spec.object_type))
             finally:
@@ -536,6 +578,22 @@ class Daemon:
         lock = self._locks.setdefault(object_type, asyncio.Lock())
         if self._stopping.is_set():
             raise LeaseBusy("the daemon is stopping")
+        guests = self._guests.get(object_type)
+        if guests is not None and lock.locked():
+            # a pull of this daemon runs: wait for a turn between its batches
+            loop = asyncio.get_running_loop()
+            granted: asyncio.Future[bool] = loop.create_future()
+            done: asyncio.Future[None] = loop.create_future()
+            guests.append((granted, done))
+            try:
+                if await granted:
+                    yield
+                    return
+            finally:
+                if not done.done():
+                    done.set_result(None)
+                if not granted.done():
+                    granted.cancel()
         async with lock:
             if self._stopping.is_set():
                 raise LeaseBusy("the daemon is stopping")

@@ -348,3 +348,41 @@ async def test_stop_during_run_once_interrupts_and_returns(migrated_url: str) ->
             ("pull:hubspot:contacts", "interrupted")
         ]  # and the Brevo pull never started
         assert [r[2] for r in await all_runs(d)] == ["interrupted"]
+
+
+async def test_an_inbox_pass_runs_between_a_pulls_batches(migrated_url: str) -> None:
+    """A webhook pass that comes while a pull runs gets a turn at the pull's next batch
+    boundary (under its lock and lease), not after the whole pull; the pull waits for it."""
+    order: list[str] = []
+    entered = asyncio.Event()
+    d_ref: list[Daemon] = []
+
+    async def pull(object_type: str, system: System, stop: Callable[[], bool]) -> Outcome:
+        order.append(f"{system} batch 1")
+        entered.set()
+        await asyncio.sleep(0.05)  # the webhook pass arrives and waits meanwhile
+        await d_ref[0].let_worker_in(object_type)
+        order.append(f"{system} batch 2")
+        return Outcome()
+
+    async def webhook_pass(d: Daemon) -> None:
+        await entered.wait()
+        async with d.inbox_lease("contacts"):
+            order.append("webhook pass")
+            async with d.sessions() as s:  # the pull's engine lease covers it
+                holder = await s.scalar(
+                    sa.select(Lease.holder).where(Lease.name == lease_name("contacts"))
+                )
+            assert holder == d.worker_id
+
+    async with daemon(migrated_url, FakeWork(), pull=pull) as d:
+        d_ref.append(d)
+        results, _ = await asyncio.gather(
+            d.run_job(JobSpec("pull", "contacts", "hubspot")), webhook_pass(d)
+        )
+        assert results.status == "ok"
+        assert order == ["hubspot batch 1", "webhook pass", "hubspot batch 2"]
+        # no pull running: the pass takes the lock and the lease itself, as before
+        async with d.inbox_lease("contacts"):
+            order.append("alone")
+        assert order[-1] == "alone"
