@@ -278,6 +278,7 @@ class Daemon:
         #: per object type whose pull runs now, the inbox passes waiting for a turn in it
         #: (see _let_worker_in)
         self._guests: dict[str, list[tuple[asyncio.Future[bool], asyncio.Future[None]]]] = {}
+        self._hosting_started: dict[str, asyncio.Event] = {}
         self._running: set[asyncio.Task[JobResult]] = set()
         self._pullers: dict[str, object] = {}
         self.scheduler: AsyncIOScheduler | None = None
@@ -337,6 +338,9 @@ class Daemon:
             yield
             return
         self._guests[spec.object_type] = []
+        started = self._hosting_started.setdefault(spec.object_type, asyncio.Event())
+        started.set()
+        started.clear()  # wakes the waiters of now only
         try:
             yield
         finally:
@@ -573,14 +577,18 @@ class Daemon:
     async def inbox_lease(self, object_type: str) -> AsyncIterator[None]:
         """The worker's guard: ``object_type``'s in-process lock and database lease, as a job
         holds them. A job of this daemon is waited for (the claimed events stay claimed, their
-        claims renewed, and go through the moment the job ends: no busy pause); another
-        daemon's lease is :class:`LeaseBusy` at once (the events are handed back)."""
+        claims renewed, and go through the moment the job ends: no busy pause) — a pull's
+        only until its next batch boundary, where the pass runs inside the pull's turn
+        (:meth:`let_worker_in`); another daemon's lease is :class:`LeaseBusy` at once (the
+        events are handed back)."""
         lock = self._locks.setdefault(object_type, asyncio.Lock())
         if self._stopping.is_set():
             raise LeaseBusy("the daemon is stopping")
-        guests = self._guests.get(object_type)
-        if guests is not None and lock.locked():
+        while not await self._lock_or_turn(object_type, lock):
             # a pull of this daemon runs: wait for a turn between its batches
+            guests = self._guests.get(object_type)
+            if guests is None:  # it ended already
+                continue
             loop = asyncio.get_running_loop()
             granted: asyncio.Future[bool] = loop.create_future()
             done: asyncio.Future[None] = loop.create_future()
@@ -594,7 +602,8 @@ class Daemon:
                     done.set_result(None)
                 if not granted.done():
                     granted.cancel()
-        async with lock:
+            # that pull ended without a turn for us: the lock, or the next pull's turn
+        try:
             if self._stopping.is_set():
                 raise LeaseBusy("the daemon is stopping")
             async with holding_lease(
@@ -609,6 +618,32 @@ class Daemon:
                         "worker.interrupted_runs_closed", object=object_type, runs=closed
                     )
                 yield
+        finally:
+            lock.release()
+
+    async def _lock_or_turn(self, object_type: str, lock: asyncio.Lock) -> bool:
+        """``True`` once the worker holds ``lock``; ``False`` when a pull of this daemon holds
+        it and takes guests (:meth:`let_worker_in`): the worker queues for a turn in it
+        instead, even if that pull started while the worker was waiting for the lock."""
+        hosting = self._hosting_started.setdefault(object_type, asyncio.Event())
+        if object_type in self._guests and lock.locked():
+            return False
+        acquire = asyncio.ensure_future(lock.acquire())
+        host = asyncio.ensure_future(hosting.wait())
+        try:
+            await asyncio.wait({acquire, host}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            host.cancel()
+            if acquire.done() and not acquire.cancelled():
+                lock.release()
+            else:
+                acquire.cancel()
+            raise
+        host.cancel()
+        if acquire.done():
+            return True
+        acquire.cancel()  # a cancelled acquire never ends holding the lock
+        return False
 
     async def drain_inbox(self) -> WorkerResult:
         """One pass of the inbox worker; never raises (a broken pass says why in ``error``).

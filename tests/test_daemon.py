@@ -32,7 +32,7 @@ from connector.config import (
     Settings,
     SyncSettings,
 )
-from connector.daemon import Daemon, JobSpec, lease_name
+from connector.daemon import Daemon, JobResult, JobSpec, lease_name
 from connector.engine import Outcome
 from connector.runtime import Runtime
 from connector.store import leases, runs
@@ -386,3 +386,36 @@ async def test_an_inbox_pass_runs_between_a_pulls_batches(migrated_url: str) -> 
         async with d.inbox_lease("contacts"):
             order.append("alone")
         assert order[-1] == "alone"
+
+
+async def test_an_inbox_pass_waiting_for_the_lock_takes_the_turn_of_the_pull_that_gets_it(
+    migrated_url: str,
+) -> None:
+    """The pass was already waiting (behind a reconciliation) when the pull took the lock:
+    it still runs at the pull's first batch boundary, not after the pull."""
+    order: list[str] = []
+    d_ref: list[Daemon] = []
+
+    async def pull(object_type: str, system: System, stop: Callable[[], bool]) -> Outcome:
+        order.append("pull batch 1")
+        await asyncio.sleep(0.05)
+        await d_ref[0].let_worker_in(object_type)
+        order.append("pull batch 2")
+        return Outcome()
+
+    async def webhook_pass(d: Daemon) -> None:
+        await asyncio.sleep(0.02)  # the reconciliation holds the lock, the pull waits for it
+        async with d.inbox_lease("contacts"):
+            order.append("webhook pass")
+
+    async def pull_job(d: Daemon) -> JobResult:
+        await asyncio.sleep(0.01)
+        return await d.run_job(JobSpec("pull", "contacts", "hubspot"))
+
+    async with daemon(migrated_url, FakeWork(seconds=0.1), pull=pull) as d:
+        d_ref.append(d)
+        first, second, _ = await asyncio.gather(
+            d.run_job(JobSpec("reconcile", "contacts")), pull_job(d), webhook_pass(d)
+        )
+        assert (first.status, second.status) == ("ok", "ok")
+        assert order == ["pull batch 1", "webhook pass", "pull batch 2"]
