@@ -594,7 +594,8 @@ class Daemon:
             done: asyncio.Future[None] = loop.create_future()
             guests.append((granted, done))
             try:
-                if await granted:
+                if await granted:  # under the pull's lease: a worker run "running" is dead
+                    await self._close_dead_worker_runs(object_type)
                     yield
                     return
             finally:
@@ -609,17 +610,20 @@ class Daemon:
             async with holding_lease(
                 self.sessions, object_type, self.worker_id, ttl=self.lease_ttl, wait=0
             ):
-                async with self.sessions() as s, s.begin():
-                    closed = await runs.mark_interrupted(
-                        s, self.clock(), kind="worker", object_type=object_type
-                    )
-                if closed:
-                    self.log.warning(
-                        "worker.interrupted_runs_closed", object=object_type, runs=closed
-                    )
+                await self._close_dead_worker_runs(object_type)
                 yield
         finally:
             lock.release()
+
+    async def _close_dead_worker_runs(self, object_type: str) -> None:
+        """With the engine lease held: a worker run of ``object_type`` still "running"
+        belongs to a process that died; record it ``interrupted``."""
+        async with self.sessions() as s, s.begin():
+            closed = await runs.mark_interrupted(
+                s, self.clock(), kind="worker", object_type=object_type
+            )
+        if closed:
+            self.log.warning("worker.interrupted_runs_closed", object=object_type, runs=closed)
 
     async def _lock_or_turn(self, object_type: str, lock: asyncio.Lock) -> bool:
         """``True`` once the worker holds ``lock``; ``False`` when a pull of this daemon holds
