@@ -11,13 +11,30 @@ A sync connector is bounded by the APIs, so each figure is set beside what the A
   up to 8 MB (so ``ceil(bytes / 8 MB)`` imports, :data:`IMPORT_ROW_BYTES` per row). An import
   returns no contact ids: the new contacts are read back, 1,000 per page, to link them.
 
+A contact created in HubSpot from Brevo is read back once (``batch/read``, 100 per call) when
+the upsert's answer lacks a value HubSpot may have set itself — a mapped property the Brevo
+contact left empty or that is read-only: a default, or a calculated property such as the
+default mapping's ``num_associated_deals`` and ``hs_total_deal_value``, which HubSpot sets to
+0 on every new contact. The answer holds only the properties sent (the sandbox does so;
+API_NOTES_HUBSPOT §6 documents the upsert and its ``new`` flag, not which properties come
+back), and without the read those values would not reach Brevo in the same run. So in
+``resync_b2h`` every new record is read back, and its calculated values go to Brevo with its
+``EXT_ID`` in one import — read back like every import that sets attributes (Brevo drops
+values it does not accept without an error, API_NOTES_BREVO pitfall 6): both are part of the
+minimum.
+
 **Time.** A rolling window of ``limit`` calls per ``period`` (HubSpot's 190 per 10 s on
-Professional, Brevo's 10 per second and 36,000 per hour for contacts) lets call ``k`` (0-based)
-go no earlier than ``floor(k / limit) × period`` after the first: the first ``limit`` calls go
-at once, then one window's worth per period. ``floor_s`` is the largest such time over the
-API families a job uses (families have separate windows, so a perfect client overlaps them).
-It leaves out the servers' own answer time and Brevo's import processing: it is a floor, not
-an estimate.
+Professional, Brevo's 10 per second and 36,000 per hour for contacts, API_NOTES_BREVO §2) lets
+call ``k`` (0-based) go no earlier than ``floor(k / limit) × period`` after the first: the
+first ``limit`` calls go at once, then one window's worth per period. ``floor_s`` is the largest
+such time over the API families a job uses (families have separate windows, so a perfect client
+overlaps them), plus Brevo's import processing where a job must wait for it: an import is
+asynchronous (202 and a process, API_NOTES_BREVO §1 ``/contacts/import``) and its contacts can
+only be read back once it has run, so the last import's processing time (the sandbox's
+``--import-delay``, :data:`IMPORT_PROCESSING_S`) lies on the critical path of every job that
+confirms an import. The floor leaves out the servers' answer time (HubSpot's list pages are a
+chain of cursors, each waiting for the one before) and our own CPU: it is a floor, not an
+estimate, and at 10,000 contacts, where no rate limit binds, no client comes near it.
 """
 
 from __future__ import annotations
@@ -35,8 +52,10 @@ BREVO_PAGE = 1_000
 IMPORT_BODY_BYTES = 8_000_000
 IMPORT_ROW_BYTES = 300
 """A seeded contact as an import row with the default mapping (measured: 250–300 bytes)."""
-IMPORT_EXT_ID_ROW_BYTES = 80
-"""An import row that only sets ``EXT_ID`` on a known email."""
+IMPORT_EXT_ID_ROW_BYTES = 130
+"""An import row that sets ``EXT_ID`` and the two calculated deal attributes on a known email."""
+IMPORT_PROCESSING_S = 0.2
+"""How long the sandbox takes to run an import (``bench.harness.Sandboxes(import_delay=…)``)."""
 
 
 def window_floor(calls: int, limit: int, period: float) -> float:
@@ -62,21 +81,28 @@ def resync_h2b(n: int) -> dict[str, float | int]:
     """N HubSpot contacts into an empty Brevo."""
     hs = math.ceil(n / HUBSPOT_PAGE) or 1
     br = 1 + imports(n, IMPORT_ROW_BYTES) + math.ceil(n / BREVO_PAGE)
+    wait = IMPORT_PROCESSING_S if n else 0.0  # the import must run before its read-back
     return {
         "min_calls": hs + br,
-        "floor_s": max(hubspot_floor(hs), brevo_floor(br)),
+        "floor_s": max(hubspot_floor(hs), brevo_floor(br) + wait),
         "min_hubspot_calls": hs,
         "min_brevo_calls": br,
     }
 
 
 def resync_b2h(n: int) -> dict[str, float | int]:
-    """N Brevo contacts into an empty HubSpot (and each one's HubSpot id back as EXT_ID)."""
-    hs = 1 + math.ceil(n / HUBSPOT_BATCH)
-    br = (math.ceil(n / BREVO_PAGE) or 1) + imports(n, IMPORT_EXT_ID_ROW_BYTES)
+    """N Brevo contacts into an empty HubSpot (and each one's HubSpot id back as EXT_ID).
+
+    HubSpot: one list call (empty), the upserts, and the read-back of the new records (see
+    the module docstring). Brevo: the listing, then the import of each new record's id and
+    calculated values, and its read-back."""
+    hs = 1 + 2 * math.ceil(n / HUBSPOT_BATCH)
+    pages = math.ceil(n / BREVO_PAGE)
+    br = (pages or 1) + imports(n, IMPORT_EXT_ID_ROW_BYTES) + pages
+    wait = IMPORT_PROCESSING_S if n else 0.0
     return {
         "min_calls": hs + br,
-        "floor_s": max(hubspot_floor(hs), brevo_floor(br)),
+        "floor_s": max(hubspot_floor(hs), brevo_floor(br) + wait),
         "min_hubspot_calls": hs,
         "min_brevo_calls": br,
     }

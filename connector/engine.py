@@ -51,6 +51,7 @@ log = structlog.get_logger(__name__)
 Mode = Literal["incremental", "resync", "reconcile", "retry"]
 
 _SKEW = timedelta(seconds=5)
+_MS = timedelta(milliseconds=1)
 
 IMPORT_TIMEOUT = 900.0
 """Seconds an import may take before its records count as failed (they go to the DLQ)."""
@@ -240,6 +241,15 @@ class SyncEngine:
         self.hs_props = [*mapping.hubspot_properties(), last_modified_property(self.object_type)]
         self.modified_prop = last_modified_property(self.object_type)
         self.api_source = ApiBrevoSource(brevo)
+        #: the HubSpot properties whose values may travel to Brevo (see _hubspot_may_fill)
+        self._to_brevo_properties = [
+            f.hubspot for f in mapping.fields if f.flows_to("brevo") and f.key != self.identity
+        ]
+        if direction == "brevo_to_hubspot":
+            self._to_brevo_properties = []
+        #: (latest Brevo ``modifiedAt`` seen by an import read-back, our clock when that
+        #: listing ended): the next read-back lists from there (see _confirm_import)
+        self._readback_mark: tuple[datetime, datetime] | None = None
         #: Handles the pairs whose linked record vanished (set by the runtime); without one
         #: they are only skipped and counted (``linked_record_gone``).
         self.deletions: GoneHandler | None = None
@@ -267,6 +277,8 @@ class SyncEngine:
         brevo_source: BrevoSource | None = None,
         out: Outcome | None = None,
         follow_up: bool = False,
+        hubspot_listed: bool = False,
+        read_at: datetime | None = None,
     ) -> Outcome:
         """One pass over what changed; see the module docstring for the steps.
 
@@ -276,6 +288,19 @@ class SyncEngine:
         be read by listing the contacts modified since then — one call per 1,000 — instead of
         by id (20 per call) or by e-mail (one each). Pass ``out`` to add this pass's counts,
         plans and events to a running total.
+
+        ``hubspot_listed``: every HubSpot record has already been offered to this run (a full
+        resync's phase 3, after its listing of HubSpot claimed each record's Brevo contact by
+        email): an unpaired email with no link is known to be absent from HubSpot, so it is
+        not read by email first (the creation is an upsert keyed on email all the same, so a
+        record created meanwhile is updated, not duplicated). Emails the ledger knows are
+        still read, to keep the "held by another linked record" check.
+
+        ``read_at``: when the given ``hubspot`` / ``brevo`` records were read (at the latest).
+        A pair the ledger shows synced after that — another pass ran in between, a webhook's
+        while a pull let it in — is planned on its records read again, not on the given
+        copies, which may predate what that pass wrote (planned on them, the old value would
+        look like a change and be written back).
         """
         before = dict(out.counts) if out is not None else {}
         out = out if out is not None else Outcome()
@@ -292,7 +317,11 @@ class SyncEngine:
         if brevo_emails:
             await self._read_brevo_by_email(brevo_emails, br_records, source, brevo_changed_since)
 
-        pairs, no_email = await self._pair(hs_records, br_records, source, out)
+        pairs, no_email = await self._pair(hs_records, br_records, source, out, hubspot_listed)
+        if read_at is not None:
+            given_hs = {r.id for r in hubspot}
+            given_br = {str(c.id) for c in brevo}
+            await self._reread_synced_since(pairs, read_at, given_hs, given_br, source, out)
         await self._plan(pairs, out)
         for p in pairs:
             if p.plan is not None:
@@ -305,11 +334,15 @@ class SyncEngine:
         created = [
             p.hubspot_id
             for p in pairs
-            if p.plan is not None and p.plan.kind == "create_in_hubspot" and not p.failed
+            if p.plan is not None
+            and p.plan.kind == "create_in_hubspot"
+            and not p.failed
+            and self._hubspot_may_fill(p)
         ]
         if created and not follow_up:
-            # HubSpot fills calculated properties (deal counts, …) on a new record: read the
-            # new records back once so those values reach Brevo in this same cycle.
+            # HubSpot fills calculated properties (deal counts, …) and defaults on a new
+            # record: read the new records back once so those values reach Brevo in this same
+            # cycle (only those whose upsert answer lacks a value HubSpot may have set).
             await self.sync(
                 hubspot_ids=[i for i in created if i],
                 mode=mode,
@@ -322,6 +355,61 @@ class SyncEngine:
                 self.object_type, {k: v - before.get(k, 0) for k, v in out.counts.items()}
             )
         return out
+
+    async def _reread_synced_since(
+        self,
+        pairs: list[_Pair],
+        read_at: datetime,
+        given_hs: set[str],
+        given_br: set[str],
+        source: BrevoSource,
+        out: Outcome,
+    ) -> None:
+        """Read again the given records of the pairs synced after ``read_at`` (see sync)."""
+        stale = [
+            p
+            for p in pairs
+            if p.plan is None
+            and p.link is not None
+            and any(b.synced_at > read_at for b in p.link.bases.values())
+        ]
+        hs = [p for p in stale if p.hubspot is not None and p.hubspot.id in given_hs]
+        br = [p for p in stale if p.brevo is not None and str(p.brevo.id) in given_br]
+        if not (hs or br):
+            return
+        out.counts["reread_synced_meanwhile"] += len(hs) + len(br)
+        if hs:
+            got = {
+                r.id: r
+                for r in await self._read_hubspot([p.hubspot_id or "" for p in hs], by_email=False)
+            }
+            for p in hs:
+                assert p.hubspot is not None
+                p.hubspot = got.get(p.hubspot.id)
+        if br:
+            got_br = await source.by_ids([int(str(p.brevo.id)) for p in br if p.brevo is not None])
+            for p in br:
+                assert p.brevo is not None
+                p.brevo = got_br.get(str(p.brevo.id))
+        for p in hs + br:
+            if p.hubspot is None or p.brevo is None:  # gone meanwhile: the next pass sees it
+                p.plan = planner.PairPlan(
+                    kind="skip",
+                    hubspot_id=p.hubspot_id,
+                    brevo_id=p.brevo_id,
+                    reason="changed by another pass and now gone: left to the next pass",
+                )
+
+    def _hubspot_may_fill(self, p: _Pair) -> bool:
+        """Whether a record just created in HubSpot may hold values the upsert's answer does
+        not show: a mapped property that may travel to Brevo is missing from the answer (it
+        was not sent — empty in Brevo, or read-only — so HubSpot may have set it itself: a
+        default, a calculated property). An answer holding every such value (or no such
+        field) needs no read-back."""
+        if p.hubspot is None:
+            return True
+        props = p.hubspot.properties
+        return any(props.get(name) in (None, "") for name in self._to_brevo_properties)
 
     async def _read_brevo_by_email(
         self,
@@ -338,10 +426,9 @@ class SyncEngine:
         burst for 500 linked contacts: 25 calls, not 500); the rest — new contacts, or an
         e-mail changed in Brevo — one by one.
         """
+        have = {normalise_email(c.email) for c in found.values()}
         wanted = [
-            e
-            for e in dict.fromkeys(normalise_email(x) for x in emails)
-            if e is not None and e not in {normalise_email(c.email) for c in found.values()}
+            e for e in dict.fromkeys(normalise_email(x) for x in emails) if e and e not in have
         ]
         if not wanted:
             return
@@ -383,6 +470,7 @@ class SyncEngine:
         br_records: dict[str, BrevoContact],
         source: BrevoSource,
         out: Outcome,
+        hubspot_listed: bool = False,
     ) -> tuple[list[_Pair], list[tuple[str, str]]]:
         """Group records into pairs by link, then by email; read the missing counterparts."""
         no_email: list[tuple[str, str]] = []
@@ -444,7 +532,9 @@ class SyncEngine:
                 continue
             p.brevo = c
 
-        await self._complete(list(pairs.values()), source, out, no_email)
+        # with ``hubspot_listed``, an email the ledger does not know is not in HubSpot
+        read_by_email = set(by_key) if hubspot_listed else None
+        await self._complete(list(pairs.values()), source, out, no_email, read_by_email)
         return list(pairs.values()), no_email
 
     async def _complete(
@@ -453,8 +543,11 @@ class SyncEngine:
         source: BrevoSource,
         out: Outcome,
         no_email: list[tuple[str, str]],
+        hubspot_by_email: set[str] | None = None,
     ) -> None:
-        """Read each pair's missing side: by linked id where known, else by email."""
+        """Read each pair's missing side: by linked id where known, else by email (HubSpot:
+        only the emails in ``hubspot_by_email`` when it is given, the others being known
+        absent)."""
         hs_by_id = [p for p in pairs if p.hubspot is None and p.link and p.link.hubspot_id]
         hs_by_email = [p for p in pairs if p.hubspot is None and not (p.link and p.link.hubspot_id)]
         br_by_id = [p for p in pairs if p.brevo is None and p.link and p.link.brevo_id]
@@ -479,7 +572,11 @@ class SyncEngine:
                         out.counts["hubspot_without_email"] += 1
         found_hs: dict[str, HubSpotObject] = {}
         if hs_by_email:
-            emails = [p.key for p in hs_by_email if p.key]
+            emails = [
+                p.key
+                for p in hs_by_email
+                if p.key and (hubspot_by_email is None or p.key in hubspot_by_email)
+            ]
             found = await self._read_hubspot(emails, by_email=True) if emails else []
             found_hs = {k: r for r in found if (k := normalise_email(r.properties.get("email")))}
         if br_by_id:
@@ -644,6 +741,20 @@ class SyncEngine:
             self._write_hubspot(to_hs_update, to_hs_create, out),
             self._write_brevo(to_br, mode, out),
         )
+        # A new HubSpot record's id goes to Brevo as EXT_ID: by the follow-up pass when the
+        # record is read back (see sync), else here, straight away.
+        ext_ids = [
+            p
+            for p in to_hs_create
+            if p.hubspot is not None
+            and not p.failed
+            and not self._hubspot_may_fill(p)
+            and self._needs_ext_id(p)
+        ]
+        for p in ext_ids:
+            assert p.hubspot is not None
+            p.hs_mapped = self.mapping.to_brevo(p.hubspot.properties)
+        await self._write_brevo(ext_ids, mode, out)
 
     def _needs_ext_id(self, p: _Pair) -> bool:
         """A linked Brevo contact whose EXT_ID does not hold its HubSpot id yet."""
@@ -790,9 +901,15 @@ class SyncEngine:
         if not rows:
             return
         started = self.clock()
+        # Rows that only set EXT_ID on a known contact are not read back: EXT_ID is not an
+        # attribute Brevo could drop, and one it did not set is sent again by the next pass
+        # that sees the pair (``_needs_ext_id``).
+        confirm = [p for p in imported if p.brevo is None or (p.plan and p.plan.writes("brevo"))]
         try:
             process_ids = await self.brevo.import_contacts(rows, list_ids=self.import_list_ids)
-            missing = await self._confirm_import(imported, started, process_ids, out)
+            missing = (
+                await self._confirm_import(confirm, started, process_ids, out) if confirm else 0
+            )
         except ApiError as e:
             for p in imported:
                 p.fail("brevo", f"brevo import: {e}")
@@ -815,6 +932,17 @@ class SyncEngine:
         """
         wanted = {p.key: p for p in pairs if p.key}
         seen: dict[str, BrevoContact] = {}
+        # List from ``since`` less a clock-skew margin — or, when an earlier read-back's
+        # listing ended before this import was sent, from just after the latest
+        # ``modifiedAt`` that listing saw (Brevo's own clock: this import's contacts were
+        # processed after that listing, a pass and several round trips later), so the
+        # contacts of the previous imports are not listed again. Only with times to the
+        # millisecond (``modifiedSince`` includes its own millisecond; the spec's examples
+        # are to the second, where "just after" could skip this import's first contacts).
+        list_from = since - _SKEW
+        mark = self._readback_mark
+        if mark is not None and mark[1] < since and mark[0] + _MS > list_from:
+            list_from = mark[0] + _MS
         wait = self.import_poll_every
         waited = 0.0
         checked_process = False
@@ -823,10 +951,18 @@ class SyncEngine:
             await asyncio.sleep(wait)
             waited += wait
             rounds += 1
-            async for c in self.brevo.iter_contacts(modified_since=since - _SKEW):
+            latest: datetime | None = None
+            precise = False
+            # pages end to end: a contact missed by a shift is looked for in the next round
+            async for c in self.brevo.iter_contacts(modified_since=list_from, overlap=False):
+                if latest is None or c.modified_at > latest:
+                    latest = c.modified_at
+                precise = precise or c.modified_at.microsecond != 0
                 key = normalise_email(c.email)
                 if key in wanted and self._kept_all(wanted[key], c):
                     seen[key] = c
+            if latest is not None:
+                self._readback_mark = (latest, self.clock()) if precise else None
             if rounds > 1:
                 # Brevo does not touch a contact whose values the import left as they were
                 # (someone set them meanwhile): look at the existing ones not seen yet by id

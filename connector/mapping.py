@@ -387,34 +387,65 @@ class Mapping:
         """Map a Brevo contact's attributes (pass its top-level ``email`` in them too)."""
         return self._map("brevo", lambda name: brevo_value(brevo_attributes, name))
 
+    def _compiled(self, side: Side) -> _SidePlan:
+        """What :meth:`_map` needs per field for one side, worked out once per field list."""
+        cache = self.__dict__.get("_side_plans")
+        if cache is None or cache[0] is not self.fields:
+            cache = (self.fields, {s: _SidePlan.of(self, s) for s in ("hubspot", "brevo")})
+            self.__dict__["_side_plans"] = cache
+        return cache[1][side]
+
     def _map(self, side: Side, raw_of: Callable[[str], Any]) -> MappedRecord:
         """Map one side's raw values, read by name with ``raw_of``."""
-        target = other(side)
+        plan = self._compiled(side)
         values: dict[str, str | None] = {}
         native: dict[str, Any] = {}
         invalid: dict[str, str] = {}
-        for f in self.fields:
-            raw = raw_of(f.name_on(side))
+        from_hubspot = side == "hubspot"
+        for key, name, transform, flows in plan.fields:
+            raw = raw_of(name)
             try:
-                values[f.key] = f.transform.canonical(raw, side)
-                if f.flows_to(target):
-                    native[f.key] = _convert(f.transform, raw, target)
+                if from_hubspot:
+                    # a chain's HubSpot canonical form is the canonical form of its Brevo
+                    # value: convert once, use it for both
+                    converted = transform.to_brevo(raw)
+                    values[key] = transform.canonical_brevo(converted)
+                    if flows:
+                        native[key] = converted
+                else:
+                    values[key] = transform.canonical_brevo(raw)
+                    if flows:
+                        native[key] = transform.to_hubspot(raw)
             except InvalidValue as e:
-                values.pop(f.key, None)
-                native.pop(f.key, None)
-                invalid[f.key] = e.reason
-        targets = {f.key: f.name_on(target) for f in self.fields}
-        ident = self.spec.identity
+                values.pop(key, None)
+                native.pop(key, None)
+                invalid[key] = e.reason
         email = None
-        if ident is not None:
-            name = ident.hubspot if side == "hubspot" else ident.brevo
-            email = normalise_email(text_of(raw_of(name)))
-        return MappedRecord(side, values, native, invalid, targets, email)
+        if plan.identity is not None:
+            email = normalise_email(text_of(raw_of(plan.identity)))
+        return MappedRecord(side, values, native, invalid, dict(plan.targets), email)
 
 
-def _convert(transform: Chain, raw: Any, target: Side) -> Any:
-    """A raw value converted for ``target``."""
-    return transform.to_brevo(raw) if target == "brevo" else transform.to_hubspot(raw)
+@dataclass(frozen=True)
+class _SidePlan:
+    """One side's mapping, precomputed: per field its key, name on that side, transform and
+    whether its values may travel to the other side; the other side's names; the identity."""
+
+    fields: tuple[tuple[str, str, Chain, bool], ...]
+    targets: dict[str, str]
+    identity: str | None
+
+    @staticmethod
+    def of(mapping: Mapping, side: Side) -> _SidePlan:
+        target = other(side)
+        ident = mapping.spec.identity
+        return _SidePlan(
+            tuple(
+                (f.key, f.name_on(side), f.transform, f.flows_to(target)) for f in mapping.fields
+            ),
+            {f.key: f.name_on(target) for f in mapping.fields},
+            None if ident is None else ident.hubspot if side == "hubspot" else ident.brevo,
+        )
 
 
 def brevo_value(attributes: AbcMapping[str, Any], name: str) -> Any:

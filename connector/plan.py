@@ -310,6 +310,8 @@ def _plan_update(
 
 
 def _invalid_reason(name: str, hs: SideRecord, br: SideRecord) -> str:
+    if name not in hs.invalid and name not in br.invalid:
+        return ""  # the usual case, without building the list
     sides: tuple[tuple[Side, SideRecord], ...] = (("hubspot", hs), ("brevo", br))
     reasons = [
         f"{_LABEL[side]} value: {rec.invalid[name]}" for side, rec in sides if name in rec.invalid

@@ -22,7 +22,7 @@ start.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -59,10 +59,26 @@ class Puller:
         self.lookback = lookback
         self.clock = clock
         self.batch_size = batch_size
+        self._between: Callable[[], Awaitable[None]] | None = None
+        self._read_at: datetime | None = None
 
-    async def pull(self, system: System, *, stop: Callable[[], bool] | None = None) -> Outcome:
-        """One incremental pass of ``system``; ``stop()`` true ends it after the current batch."""
+    async def pull(
+        self,
+        system: System,
+        *,
+        stop: Callable[[], bool] | None = None,
+        between: Callable[[], Awaitable[None]] | None = None,
+    ) -> Outcome:
+        """One incremental pass of ``system``; ``stop()`` true ends it after the current batch.
+
+        ``between()`` is awaited after each batch: the daemon lets the webhook worker's
+        waiting pass run there, so a long pull does not hold webhooks back. A pair another
+        pass synced meanwhile is planned on its records read again (the engine's
+        ``read_at``: the records of a batch may have been read before that pass ran).
+        """
         run_start = self.clock()
+        self._between = between
+        self._read_at = run_start if between is not None else None
         async with self.engine.sessions() as s:
             cursor = await cursors.get_cursor(s, system, self.engine.object_type)
         if cursor.last_value is None:
@@ -75,6 +91,10 @@ class Puller:
         # linked records found vanished: carried over once per pull, under the delete guard
         await self.engine.settle_gone(out)
         return out
+
+    async def _let_others_in(self) -> None:
+        if self._between is not None:
+            await self._between()
 
     async def _initial(self, run_start: datetime) -> Outcome:
         """Never pulled: a full resync, then both cursors start at its start."""
@@ -104,7 +124,9 @@ class Puller:
         async def flush() -> None:
             nonlocal cursor
             if batch:
-                await engine.sync(hubspot=list(batch), mode="incremental", out=out)
+                await engine.sync(
+                    hubspot=list(batch), mode="incremental", out=out, read_at=self._read_at
+                )
             moved = cursors.advance(cursor, seen, until)
             if moved != cursor:
                 async with engine.sessions() as s, s.begin():
@@ -128,6 +150,7 @@ class Puller:
                 await flush()
                 if stop is not None and stop():
                     break
+                await self._let_others_in()
         await flush()
         return out
 
@@ -153,13 +176,16 @@ class Puller:
             batch.append(contact)
             seen.append((contact.modified_at, cid))
             if len(batch) >= self.batch_size:
-                await engine.sync(brevo=list(batch), mode="incremental", out=out)
+                await engine.sync(
+                    brevo=list(batch), mode="incremental", out=out, read_at=self._read_at
+                )
                 batch.clear()
                 if stop is not None and stop():
                     stopped = True
                     break
+                await self._let_others_in()
         if batch:
-            await engine.sync(brevo=list(batch), mode="incremental", out=out)
+            await engine.sync(brevo=list(batch), mode="incremental", out=out, read_at=self._read_at)
         if not stopped:  # creation order: the window counts as done only when read to the end
             moved = cursors.advance(cursor, seen, until)
             if moved != cursor:

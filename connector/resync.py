@@ -19,6 +19,8 @@ the ledger and always starts afresh.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -35,8 +37,17 @@ log = structlog.get_logger(__name__)
 
 ResyncMode = Literal["resync", "reconcile", "initial"]
 STAGE_BATCH = 1_000
-SYNC_BATCH = 1_000
-"""HubSpot records per engine pass in a resync: each pass sends at most one Brevo import."""
+HUBSPOT_PAGE = 100
+"""Records per HubSpot list page (the list API's largest ``limit``)."""
+SYNC_BATCH = 2_000
+"""HubSpot records per engine pass in a resync: each pass sends at most one Brevo import.
+
+Larger passes mean larger imports (fewer calls: Brevo takes 8 MB, some 26,000 rows) but hold
+more records in memory at once; 2,000 keeps the peak RSS flat and well under 200 MB."""
+EVENTS_KEPT = 1_000
+"""Sync events a resync's outcome keeps. Every event is handed to the engine's ``on_events``
+(the post-sync hooks) in the transaction of its pass; the outcome keeps the first ones for the
+caller to show, not all of them (100,000 new contacts would hold 100,000 events in memory)."""
 
 
 class ResyncProgress(Protocol):
@@ -114,13 +125,25 @@ async def resync(
     if cp.phase == "hubspot":
         await _hubspot_pages(engine, cp, since, source, engine_mode, dry_run, progress, out)
     if cp.phase == "brevo":
-        await _brevo_rest(engine, cp, source, engine_mode, dry_run, progress, out)
+        # Every HubSpot record was offered to phase 2 in this run (not resumed past it, not
+        # --since): the staged contacts left unclaimed are known to have no HubSpot record
+        # with their email, and phase 3 does not read HubSpot by email for them.
+        listed = since is None and not resuming
+        await _brevo_rest(engine, cp, source, engine_mode, dry_run, progress, out, listed)
     # linked records that vanished: carried over once for the whole resync, so the mass-delete
     # guard weighs them all together (a dry run only counts them: ``deletions_planned``)
     await engine.settle_gone(out, dry_run=dry_run)
     async with engine.sessions() as s, s.begin():
         await stage.clear(s, obj)
     return out
+
+
+def _trim_events(out: Outcome) -> None:
+    """Keep the outcome's first :data:`EVENTS_KEPT` events (counted: ``events_not_kept``)."""
+    extra = len(out.events) - EVENTS_KEPT
+    if extra > 0:
+        del out.events[EVENTS_KEPT:]
+        out.counts["events_not_kept"] += extra
 
 
 async def _save(engine: SyncEngine, cp: stage.Checkpoint) -> None:
@@ -180,6 +203,7 @@ async def _hubspot_pages(
     async def one_batch(page: list[Any]) -> None:
         source.claimed.clear()
         await engine.sync(hubspot=page, mode=mode, dry_run=dry_run, brevo_source=source, out=out)
+        _trim_events(out)
         async with engine.sessions() as s, s.begin():
             await stage.mark_matched(s, engine.object_type, sorted(source.claimed))
         out.counts["hubspot_read"] += len(page)
@@ -199,24 +223,61 @@ async def _hubspot_pages(
         if batch:
             await one_batch(batch)
     else:
-        after = cp.after
+        pages = _PageReader(engine, cp.after)
         pending: list[Any] = []
-        while True:
-            page, after = await engine.hubspot.list_page(
-                engine.object_type, engine.hs_props, after=after
-            )
-            pending += page
-            if len(pending) >= SYNC_BATCH or after is None:
-                # many pages per engine pass: one Brevo import per SYNC_BATCH records
-                if pending:
-                    await one_batch(pending)
-                    pending = []
-                cp.after = after
-                if after is None:
-                    break
-                await _save(engine, cp)
+        try:
+            while True:
+                page, after = await pages.get()
+                pending += page
+                if len(pending) >= SYNC_BATCH or after is None:
+                    # many pages per engine pass: one Brevo import per SYNC_BATCH records
+                    if pending:
+                        await one_batch(pending)
+                        pending = []
+                    cp.after = after  # the checkpoint: the pages processed, not those read
+                    if after is None:
+                        break
+                    await _save(engine, cp)
+        finally:
+            await pages.close()
     cp.phase, cp.after = "brevo", None
     await _save(engine, cp)
+
+
+class _PageReader:
+    """HubSpot's list pages read ahead of the engine, at most one pass's worth: the next
+    pass's pages arrive while this pass plans, writes and waits for its import (the HubSpot
+    server's answer time overlaps our work instead of adding to it). ``get`` re-raises a
+    failed read."""
+
+    def __init__(self, engine: SyncEngine, after: str | None) -> None:
+        self._queue: asyncio.Queue[tuple[list[Any], str | None] | BaseException] = asyncio.Queue(
+            maxsize=max(1, SYNC_BATCH // HUBSPOT_PAGE)
+        )
+        self._task = asyncio.create_task(self._read(engine, after), name="resync pages")
+
+    async def _read(self, engine: SyncEngine, after: str | None) -> None:
+        try:
+            while True:
+                page, after = await engine.hubspot.list_page(
+                    engine.object_type, engine.hs_props, after=after
+                )
+                await self._queue.put((page, after))
+                if after is None:
+                    return
+        except Exception as e:  # handed to the consumer, raised there
+            await self._queue.put(e)
+
+    async def get(self) -> tuple[list[Any], str | None]:
+        item = await self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
 
 
 async def _brevo_rest(
@@ -227,6 +288,7 @@ async def _brevo_rest(
     dry_run: bool,
     progress: ResyncProgress | None,
     out: Outcome,
+    hubspot_listed: bool = False,
 ) -> None:
     async with engine.sessions() as s:
         total = await stage.count(s, engine.object_type, unmatched=True)
@@ -238,7 +300,15 @@ async def _brevo_rest(
         if not rows:
             break
         contacts = [BrevoContact.from_api(r.payload) for r in rows]
-        await engine.sync(brevo=contacts, mode=mode, dry_run=dry_run, brevo_source=source, out=out)
+        await engine.sync(
+            brevo=contacts,
+            mode=mode,
+            dry_run=dry_run,
+            brevo_source=source,
+            out=out,
+            hubspot_listed=hubspot_listed,
+        )
+        _trim_events(out)
         cp.last_stage_id = rows[-1].id
         await _save(engine, cp)
         if progress:

@@ -29,6 +29,7 @@ one typed step (``date``, ``number``, ``boolean``, ``value_map``), which comes l
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from abc import ABC, abstractmethod
@@ -37,6 +38,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar, Literal
 
+import email_validator
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
@@ -110,12 +112,42 @@ def normalise_email(value: str | None) -> str | None:
     candidate = value.strip().lower()
     if not candidate:
         return None
+    return candidate if _plain_email(candidate) or _valid_email(candidate) else None
+
+
+_PLAIN_EMAIL = re.compile(
+    r"[a-z0-9_+-]+(?:\.[a-z0-9_+-]+)*@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}"
+)
+
+
+def _plain_email(candidate: str) -> bool:
+    """A fast yes for the everyday address that email-validator surely accepts: ASCII letters,
+    digits and ``_+-`` in dot-separated atoms, an ASCII domain of several labels without
+    ``--`` (IDNA's reserved hyphens) ending in a letters-only top-level domain, within the
+    length limits, and no special-use domain (``.local``, …; ``.test`` is allowed, as with
+    ``test_environment``). Anything else goes to email-validator (``False`` here means
+    "ask it", not "invalid")."""
+    if len(candidate) > 254 or not _PLAIN_EMAIL.fullmatch(candidate):
+        return False
+    local, domain = candidate.split("@")
+    if len(local) > 64 or len(domain) > 253 or "--" in domain:
+        return False
+    for name in email_validator.SPECIAL_USE_DOMAIN_NAMES:
+        if name != "test" and (domain == name or domain.endswith("." + name)):
+            return False
+    return True
+
+
+@functools.lru_cache(maxsize=1 << 13)
+def _valid_email(candidate: str) -> bool:
+    """Whether email-validator accepts the address (cached: the same address is checked
+    several times per record — pairing, both sides' mapping — and validation is slow)."""
     try:
         # syntax only: no DNS, and reserved test domains (.test) are addresses too
         validate_email(candidate, check_deliverability=False, test_environment=True)
     except EmailNotValidError:
-        return None
-    return candidate
+        return False
+    return True
 
 
 # --- the base class ------------------------------------------------------------------------
@@ -244,26 +276,50 @@ class PhoneE164(TextStep):
         raw = text.strip()
         if not raw:
             return None
-        compact = re.sub(r"[\s().\-/]", "", raw)
-        if compact.startswith("00"):
-            compact = "+" + compact[2:]
-        candidates = [compact]
-        if side == "brevo" and compact.isdigit():
-            candidates.insert(0, "+" + compact)
-        for candidate in candidates:
-            number = self._parse(candidate)
-            if number is not None:
-                return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-        raise InvalidValue(
-            f"{_short(raw)} is not a valid phone number (default region {self.region})"
-        )
+        key = (raw, side == "brevo", self.region)
+        e164 = _E164_SEEN[key] if key in _E164_SEEN else _e164(*key)
+        if e164 is None:
+            raise InvalidValue(
+                f"{_short(raw)} is not a valid phone number (default region {self.region})"
+            )
+        return e164
 
-    def _parse(self, candidate: str) -> phonenumbers.PhoneNumber | None:
+
+_PHONE_PUNCTUATION = re.compile(r"[\s().\-/]")
+_E164_SEEN: dict[tuple[str, bool, str], str | None] = {}
+"""Numbers already parsed: each is parsed several times per record (HubSpot's text, its E.164
+form, Brevo's copy), and parsing is slow. Cleared when it reaches :data:`_E164_KEPT` entries."""
+_E164_KEPT = 1 << 14
+
+
+def _e164(raw: str, from_brevo: bool, region: str) -> str | None:
+    """:func:`_parse_e164`, remembered; an E.164 result is remembered as its own normal form
+    too (an E.164 number parses back to itself, from either side)."""
+    result = _parse_e164(raw, from_brevo, region)
+    if len(_E164_SEEN) >= _E164_KEPT:
+        _E164_SEEN.clear()
+    _E164_SEEN[raw, from_brevo, region] = result
+    if result is not None:
+        _E164_SEEN[result, False, region] = _E164_SEEN[result, True, region] = result
+    return result
+
+
+def _parse_e164(raw: str, from_brevo: bool, region: str) -> str | None:
+    """A stripped, non-empty phone number in E.164, or ``None`` if it is not valid."""
+    compact = _PHONE_PUNCTUATION.sub("", raw)
+    if compact.startswith("00"):
+        compact = "+" + compact[2:]
+    candidates = [compact]
+    if from_brevo and compact.isdigit():
+        candidates.insert(0, "+" + compact)
+    for candidate in candidates:
         try:
-            number = phonenumbers.parse(candidate, self.region)
+            number = phonenumbers.parse(candidate, region)
         except phonenumbers.NumberParseException:
-            return None
-        return number if phonenumbers.is_valid_number(number) else None
+            continue
+        if phonenumbers.is_valid_number(number):
+            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return None
 
 
 # --- typed steps ---------------------------------------------------------------------------
@@ -271,6 +327,7 @@ class PhoneE164(TextStep):
 _EPOCH = date(1970, 1, 1)
 _MS_PER_DAY = 86_400_000
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_EPOCH_MS_RE = re.compile(r"-?\d+")
 
 
 class DateTransform(Transform):
@@ -312,7 +369,7 @@ def _hubspot_day(value: str | None) -> date | None:
     if not text:
         return None
     try:
-        if re.fullmatch(r"-?\d+", text):
+        if _EPOCH_MS_RE.fullmatch(text):
             return _EPOCH + timedelta(days=int(text) // _MS_PER_DAY)
         if _DATE_RE.fullmatch(text):
             return date.fromisoformat(text)

@@ -281,16 +281,26 @@ class ContactStream:
     ``modifiedSince`` = the scan's start (less a clock-skew margin) picks them up; if it moved
     left (deletions), the page before is read again. Contacts are de-duplicated by id.
     :attr:`high_water_mark` is the largest ``modifiedAt`` seen.
+
+    ``overlap=False`` reads the pages end to end (``n`` contacts in ``ceil(n / page_size)``
+    calls, not one more per page): for a listing that may miss a contact deleted behind it
+    while paging, such as an import's read-back, which reads again what it did not see.
     """
 
     def __init__(
-        self, client: BrevoClient, *, modified_since: datetime | None, page_size: int
+        self,
+        client: BrevoClient,
+        *,
+        modified_since: datetime | None,
+        page_size: int,
+        overlap: bool = True,
     ) -> None:
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
         self._client = client
         self.modified_since = modified_since
         self.page_size = page_size
+        self.overlap = overlap
         self.high_water_mark: datetime | None = None
         self.pages = 0
         self.shifts = 0
@@ -378,7 +388,7 @@ class ContactStream:
             offset = start + len(page)
             if not page or len(page) < self.page_size or (0 <= total <= offset):
                 return
-            anchor = ids[-1]
+            anchor = ids[-1] if self.overlap else None
 
 
 class BrevoClient:
@@ -594,13 +604,20 @@ class BrevoClient:
     # --- contacts -------------------------------------------------------------------------
 
     def iter_contacts(
-        self, *, modified_since: datetime | None = None, page_size: int = MAX_PAGE_SIZE
+        self,
+        *,
+        modified_since: datetime | None = None,
+        page_size: int = MAX_PAGE_SIZE,
+        overlap: bool = True,
     ) -> ContactStream:
         """Every contact (modified since a time), oldest-created first, each once.
 
         The returned stream is an async iterator; read ``.high_water_mark`` after it.
+        ``overlap=False``: pages end to end, see :class:`ContactStream`.
         """
-        return ContactStream(self, modified_since=modified_since, page_size=page_size)
+        return ContactStream(
+            self, modified_since=modified_since, page_size=page_size, overlap=overlap
+        )
 
     async def get_contacts_by_ids(self, ids: Sequence[int]) -> list[BrevoContact]:
         """Contacts by Brevo id, 20 per call (``GET /contacts?ids=``); absent ids are left out."""

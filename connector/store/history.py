@@ -101,7 +101,8 @@ async def record(session: AsyncSession, entries: Sequence[HistoryEntry]) -> None
         }
         for e in entries
     ]
-    await session.execute(sa.insert(SyncHistory), rows)
+    # the table, not the ORM entity: a Core executemany, no ORM bookkeeping per row
+    await session.execute(sa.insert(cast(sa.Table, SyncHistory.__table__)), rows)
 
 
 async def for_link(

@@ -42,6 +42,7 @@ MARKER_PREFIX = "@"
 DELETED_MARKER = "@deleted"
 
 _HASH = re.compile(r"[0-9a-f]{64}")
+_HEX = "0123456789abcdef"
 _SYSTEMS = ("hubspot", "brevo")
 
 
@@ -59,7 +60,11 @@ class BaseEntry:
     synced_at: datetime
 
     def __post_init__(self) -> None:
-        if not _HASH.fullmatch(self.value_hash):
+        digest = self.value_hash
+        # 64 hex digits: the same test as _HASH.fullmatch, without the regex machinery
+        # (every ledger row read builds one); anything unusual goes through the regex
+        plain = isinstance(digest, str) and len(digest) == 64 and not digest.strip(_HEX)
+        if not plain and not _HASH.fullmatch(digest):
             raise ValueError("value_hash must be a lower-case hex SHA-256, never a clear value")
         if self.origin not in _SYSTEMS or self.written_to not in (*_SYSTEMS, None):
             raise ValueError(f"unknown system in {self.origin!r} / {self.written_to!r}")
@@ -117,6 +122,8 @@ def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
         yield items[start : start + size]
 
 
+_LINKS = cast(sa.Table, Link.__table__)
+_FIELD_STATE = cast(sa.Table, FieldState.__table__)
 _LINK_COLUMNS = (Link.id, Link.object_type, Link.hubspot_id, Link.brevo_id, Link.identity_key)
 _BASE_COLUMNS = (
     FieldState.link_id,
@@ -185,10 +192,43 @@ async def load_links(
     ):
         keys.extend((kind, v) for v in dict.fromkeys(values))
     found: dict[int, LinkRecord] = {}
-    for chunk in _chunks(keys):
-        for record in await _fetch(session, object_type, _key_condition(chunk)):
-            found.setdefault(record.id, record)
+    held: dict[str, set[str]] = {"hubspot": set(), "brevo": set()}
+    chunk: list[tuple[str, str]] = []
+    for i, (kind, value) in enumerate(keys):
+        # an id a link already found holds names no other link (ids are unique per type)
+        if value not in held.get(kind, ()):
+            chunk.append((kind, value))
+        if chunk and (len(chunk) >= CHUNK or i == len(keys) - 1):
+            await _fetch_new(session, object_type, _key_condition(chunk), found, held)
+            chunk = []
     return [found[i] for i in sorted(found)]
+
+
+async def _fetch_new(
+    session: AsyncSession,
+    object_type: str,
+    condition: sa.ColumnElement[bool],
+    found: dict[int, LinkRecord],
+    held: dict[str, set[str]],
+) -> None:
+    """Add to ``found`` the links matching ``condition`` it lacks, with their bases (a link
+    found by one key is not read again, bases and all, for another)."""
+    where = sa.and_(Link.object_type == object_type, condition)
+    rows = (await session.execute(sa.select(*_LINK_COLUMNS).where(where))).all()
+    new: list[int] = []
+    for r in rows:
+        if r.id in found:
+            continue
+        found[r.id] = LinkRecord(r.id, r.object_type, r.hubspot_id, r.brevo_id, r.identity_key)
+        new.append(r.id)
+        if r.hubspot_id is not None:
+            held["hubspot"].add(r.hubspot_id)
+        if r.brevo_id is not None:
+            held["brevo"].add(r.brevo_id)
+    for ids in _chunks(new):
+        bases = sa.select(*_BASE_COLUMNS).where(FieldState.link_id.in_(ids))
+        for b in await session.execute(bases):
+            found[b.link_id].bases[b.field] = _entry(b)
 
 
 async def count_links(session: AsyncSession, object_type: str) -> int:
@@ -241,9 +281,10 @@ def _base_rows(link_id: int, entries: Mapping[str, BaseEntry]) -> list[dict[str,
 async def _upsert_bases(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
-    stmt = dialect_insert(session, FieldState)
+    # against the table, not the ORM entity: a Core executemany, no ORM bookkeeping per row
+    stmt = dialect_insert(session, cast(Any, _FIELD_STATE))
     stmt = stmt.on_conflict_do_update(
-        index_elements=[FieldState.link_id, FieldState.field],
+        index_elements=[_FIELD_STATE.c.link_id, _FIELD_STATE.c.field],
         set_={
             "value_hash": stmt.excluded.value_hash,
             "origin": stmt.excluded.origin,
@@ -409,7 +450,8 @@ async def save_pairs(
             for i in new
         ]
         # RETURNING order is not guaranteed: map the new ids back by the unique side ids.
-        insert = sa.insert(Link).returning(Link.id, Link.hubspot_id, Link.brevo_id)
+        links = _LINKS
+        insert = sa.insert(links).returning(links.c.id, links.c.hubspot_id, links.c.brevo_id)
         created = {
             _new_link_key(r.hubspot_id, r.brevo_id): r.id
             for r in await session.execute(insert, rows)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -93,7 +93,7 @@ async def clear_rows(session: AsyncSession, object_type: str) -> None:
 async def add_rows(session: AsyncSession, object_type: str, rows: Sequence[StagedRow]) -> None:
     if rows:
         await session.execute(
-            sa.insert(ResyncStage),
+            sa.insert(_STAGE),  # Core executemany: no ORM objects per row
             [
                 {
                     "object_type": object_type,
@@ -107,6 +107,15 @@ async def add_rows(session: AsyncSession, object_type: str, rows: Sequence[Stage
         )
 
 
+_STAGE = cast(sa.Table, ResyncStage.__table__)
+_STAGE_COLUMNS = (
+    ResyncStage.id,
+    ResyncStage.brevo_id,
+    ResyncStage.identity_key,
+    ResyncStage.payload,
+)
+
+
 def _rows(result: Sequence[Any]) -> list[StagedRow]:
     return [StagedRow(r.id, r.brevo_id, r.identity_key, dict(r.payload)) for r in result]
 
@@ -116,10 +125,10 @@ async def by_brevo_ids(
 ) -> list[StagedRow]:
     out: list[StagedRow] = []
     for i in range(0, len(ids), CHUNK):
-        stmt = sa.select(ResyncStage).where(
+        stmt = sa.select(*_STAGE_COLUMNS).where(
             ResyncStage.object_type == object_type, ResyncStage.brevo_id.in_(ids[i : i + CHUNK])
         )
-        out += _rows((await session.execute(stmt)).scalars().all())
+        out += _rows((await session.execute(stmt)).all())
     return out
 
 
@@ -128,11 +137,11 @@ async def by_identity_keys(
 ) -> list[StagedRow]:
     out: list[StagedRow] = []
     for i in range(0, len(keys), CHUNK):
-        stmt = sa.select(ResyncStage).where(
+        stmt = sa.select(*_STAGE_COLUMNS).where(
             ResyncStage.object_type == object_type,
             ResyncStage.identity_key.in_(keys[i : i + CHUNK]),
         )
-        out += _rows((await session.execute(stmt)).scalars().all())
+        out += _rows((await session.execute(stmt)).all())
     return out
 
 
@@ -152,7 +161,7 @@ async def unmatched_after(
     session: AsyncSession, object_type: str, after_id: int, limit: int
 ) -> list[StagedRow]:
     stmt = (
-        sa.select(ResyncStage)
+        sa.select(*_STAGE_COLUMNS)
         .where(
             ResyncStage.object_type == object_type,
             ResyncStage.matched.is_(False),
@@ -161,7 +170,7 @@ async def unmatched_after(
         .order_by(ResyncStage.id)
         .limit(limit)
     )
-    return _rows((await session.execute(stmt)).scalars().all())
+    return _rows((await session.execute(stmt)).all())
 
 
 async def count(session: AsyncSession, object_type: str, *, unmatched: bool = False) -> int:
