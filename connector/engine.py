@@ -43,7 +43,7 @@ from connector.hubspot.models import HubSpotObject, RecordError
 from connector.mapping import MappedRecord, Mapping
 from connector.store import deadletters, history, skipped
 from connector.store import links as ledger
-from connector.store.models import utcnow
+from connector.store.models import System, utcnow
 from connector.transforms import normalise_email
 
 log = structlog.get_logger(__name__)
@@ -154,6 +154,8 @@ class _Pair:
     error: str = ""
     failed_on: set[str] = field(default_factory=set)
     brevo_readback: BrevoContact | None = None
+    #: fields whose write-ahead row matched the target's value: that value is their base
+    adopted: dict[str, ledger.BaseEntry] = field(default_factory=dict)
 
     def fail(self, side: planner.Side, error: str) -> None:
         """A write to ``side`` failed: the pair goes to the dead letters, with this error."""
@@ -329,6 +331,7 @@ class SyncEngine:
         if dry_run:
             out.counts["dry_run"] += 1
             return out
+        await self._write_ahead(pairs)
         await self._apply(pairs, mode, out)
         await self._record(pairs, no_email, out, mode)
         created = [
@@ -691,6 +694,12 @@ class SyncEngine:
 
     async def _plan(self, pairs: Iterable[_Pair], out: Outcome) -> None:
         now = self.clock()
+        pairs = list(pairs)
+        linked = [p.link.id for p in pairs if p.plan is None and p.link is not None]
+        pending: dict[int, dict[str, ledger.Pending]] = {}
+        if linked:
+            async with self.sessions() as s:
+                pending = await ledger.load_pending(s, linked)
         for p in pairs:
             if p.plan is not None:
                 continue
@@ -703,7 +712,10 @@ class SyncEngine:
             if p.brevo is not None:
                 p.br_mapped = self.mapping.to_hubspot(_brevo_view(p.brevo))
                 br_side = p.br_mapped.side_record(str(p.brevo.id), p.brevo.modified_at)
-            state = planner.PairState(hs_side, br_side, _to_plan_bases(p.link))
+            bases = _to_plan_bases(p.link)
+            if p.link is not None and p.link.id in pending and bases is not None:
+                self._adopt_pending(p, pending[p.link.id], bases, hs_side, br_side, out)
+            state = planner.PairState(hs_side, br_side, bases)
             p.plan = planner.plan_pair(
                 state, self.rules, self.direction, identity=self.identity, now=now
             )
@@ -717,6 +729,48 @@ class SyncEngine:
                 # Changing EMAIL un-blocklists a Brevo contact (it would resubscribe it).
                 p.plan = _without_field(p.plan, self.identity, "Brevo contact is blocklisted")
                 out.counts["blocklisted_email_kept"] += 1
+
+    def _adopt_pending(
+        self,
+        p: _Pair,
+        pending: dict[str, ledger.Pending],
+        bases: dict[str, planner.BaseEntry],
+        hs_side: planner.SideRecord | None,
+        br_side: planner.SideRecord | None,
+        out: Outcome,
+    ) -> None:
+        """A write whose outcome was never recorded (the process died, or its answer was lost)
+        that did land: its value is the field's base — not a person's change on the target
+        side, which ``latest_wins`` could otherwise carry back over a later edit of the source.
+        """
+        for name, row in pending.items():
+            target = hs_side if row.target == "hubspot" else br_side
+            if target is None or name in target.invalid:
+                continue
+            if planner.value_hash(target.values.get(name)) != row.value_hash:
+                continue  # the write did not land, or was changed since: the base stands
+            base = bases.get(name)
+            if base is not None and base.value_hash == row.value_hash:
+                continue
+            origin: planner.Side = "brevo" if row.target == "hubspot" else "hubspot"
+            bases[name] = planner.BaseEntry(row.value_hash, origin, row.created_at)
+            p.adopted[name] = ledger.BaseEntry(row.value_hash, origin, row.target, row.created_at)
+            out.counts["pending_writes_landed"] += 1
+
+    async def _write_ahead(self, pairs: Sequence[_Pair]) -> None:
+        """Before the writes: the value each linked pair's field is about to get (see
+        :class:`~connector.store.models.PendingWrite`), in one transaction."""
+        rows: list[tuple[int, str, System, str]] = []
+        for p in pairs:
+            plan = p.plan
+            if p.link is None or plan is None or plan.kind in ("skip", "nothing"):
+                continue
+            for a in plan.actions:
+                if a.target is not None:
+                    rows.append((p.link.id, a.field, a.target, planner.value_hash(a.value)))
+        if rows:
+            async with self.sessions() as s, s.begin():
+                await ledger.record_pending(s, rows, self.clock())
 
     # --- applying ----------------------------------------------------------------------------
 
@@ -1042,6 +1096,7 @@ class SyncEngine:
         writes: list[ledger.PairWrite] = []
         synced: list[_Pair] = []
         dead: list[_Pair] = []
+        settled: list[tuple[int, str]] = []  # write-ahead rows the ledger now records
         for p in pairs:
             plan = p.plan
             if plan is None or plan.kind == "skip":
@@ -1058,6 +1113,10 @@ class SyncEngine:
                 for name, b in plan.ledger_updates.items()
                 if written.get(name) not in p.failed_on
             }
+            for name, adopted in p.adopted.items():  # a landed write nobody recorded
+                bases.setdefault(name, adopted)
+            if p.link is not None:
+                settled += [(p.link.id, name) for name in bases]
             if p.failed and not bases:
                 continue
             writes.append(
@@ -1073,6 +1132,8 @@ class SyncEngine:
             if not p.failed:
                 self._events(p, out)
         async with self.sessions() as s, s.begin():
+            if settled:
+                await ledger.clear_pending(s, settled)
             if writes:
                 link_ids = await ledger.save_pairs(s, self.object_type, writes, now=now)
                 await history.record(s, self._history(synced, link_ids, now))

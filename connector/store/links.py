@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from connector.errors import StoreError
 from connector.store.db import dialect_insert
-from connector.store.models import FieldState, Link, System, utcnow
+from connector.store.models import FieldState, Link, PendingWrite, System, utcnow
 
 if TYPE_CHECKING:
     _Row = sa.Row[*tuple[Any, ...]]
@@ -312,6 +312,64 @@ async def delete_bases(session: AsyncSession, link_id: int, fields: Iterable[str
         )
         deleted += _rowcount(await session.execute(stmt))
     return deleted
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A write-ahead row (:class:`~connector.store.models.PendingWrite`): the value hash about
+    to be written to ``target``, whose outcome is not known until the ledger records it."""
+
+    target: System
+    value_hash: str
+    created_at: datetime
+
+
+async def record_pending(
+    session: AsyncSession, rows: Sequence[tuple[int, str, System, str]], now: datetime
+) -> None:
+    """Before writing: ``(link_id, field, target, value_hash)`` per value about to be written
+    (a row already there for the field is replaced)."""
+    if not rows:
+        return
+    await clear_pending(session, [(r[0], r[1]) for r in rows])
+    await session.execute(
+        sa.insert(PendingWrite),
+        [
+            {"link_id": i, "field": f, "target": t, "value_hash": h, "created_at": now}
+            for i, f, t, h in rows
+        ],
+    )
+
+
+async def load_pending(
+    session: AsyncSession, link_ids: Iterable[int]
+) -> dict[int, dict[str, Pending]]:
+    """The write-ahead rows of ``link_ids``, by link id and field."""
+    found: dict[int, dict[str, Pending]] = {}
+    for chunk in _chunks(list(dict.fromkeys(link_ids))):
+        result = await session.execute(
+            sa.select(
+                PendingWrite.link_id,
+                PendingWrite.field,
+                PendingWrite.target,
+                PendingWrite.value_hash,
+                PendingWrite.created_at,
+            ).where(PendingWrite.link_id.in_(chunk))
+        )
+        for link_id, name, target, value_hash, created_at in result:
+            found.setdefault(link_id, {})[name] = Pending(target, value_hash, created_at)
+    return found
+
+
+async def clear_pending(session: AsyncSession, keys: Iterable[tuple[int, str]]) -> None:
+    """After the ledger recorded them: forget the write-ahead rows of ``(link_id, field)``."""
+    wanted = list(dict.fromkeys(keys))
+    for chunk in _chunks(wanted):
+        await session.execute(
+            sa.delete(PendingWrite).where(
+                sa.tuple_(PendingWrite.link_id, PendingWrite.field).in_(chunk)
+            )
+        )
 
 
 def _check_batch(pairs: Sequence[PairWrite]) -> None:

@@ -133,6 +133,28 @@ class FieldState(Base):
     link: Mapped[Link] = relationship(back_populates="field_states", lazy="raise")
 
 
+class PendingWrite(Base):
+    """Write-ahead ledger: a value the engine is about to write to a linked record's field.
+
+    Recorded before the write and deleted with the ledger commit after it. A row that is still
+    there means the outcome of that write is unknown (the process died, or the answer was
+    lost): if the target side now holds exactly this value, the write landed and the value is
+    the merge base, not a person's change — so a later edit on the source side still wins.
+    """
+
+    __tablename__ = "pending_writes"
+
+    link_id: Mapped[int] = mapped_column(
+        BigIntPK, sa.ForeignKey("links.id", ondelete="CASCADE"), primary_key=True
+    )
+    field: Mapped[str] = mapped_column(primary_key=True)
+    #: The side the value is written to.
+    target: Mapped[System] = mapped_column(sa.String())
+    #: Hex SHA-256 of the canonical value written (as in :class:`FieldState`).
+    value_hash: Mapped[str]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class SyncHistory(Base):
     """One field value that travelled: which way, the rule that decided it, when (no values)."""
 
@@ -516,6 +538,7 @@ __all__ = [
     "Lease",
     "Link",
     "OAuthToken",
+    "PendingWrite",
     "PurgedIdentity",
     "ResyncCheckpoint",
     "ResyncStage",
