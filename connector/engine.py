@@ -1191,48 +1191,84 @@ class SyncEngine:
     def _history(
         self, pairs: Sequence[_Pair], link_ids: Sequence[int], now: datetime
     ) -> list[history.HistoryEntry]:
-        """What travelled, for ``connector explain``: one entry per field written."""
-        entries: list[history.HistoryEntry] = []
-        for p, link_id in zip(pairs, link_ids, strict=True):
-            assert p.plan is not None
-            actions = [a for a in p.plan.actions if a.target not in p.failed_on]
-            entries += history.from_actions(
-                self.object_type,
-                link_id,
-                actions,
-                now,
-                hubspot_modified=hubspot_modified(p.hubspot, self.modified_prop)
-                if p.hubspot is not None
-                else None,
-                brevo_modified=p.brevo.modified_at if p.brevo is not None else None,
-            )
-        return entries
+        return pass_history(self.object_type, self.modified_prop, pairs, link_ids, now)
 
     def _events(self, p: _Pair, out: Outcome) -> None:
-        plan = p.plan
-        assert plan is not None
-        if plan.kind in ("create_in_brevo", "create_in_hubspot"):
-            origin: planner.Side = "hubspot" if plan.kind == "create_in_brevo" else "brevo"
-            out.events.append(
-                SyncEvent("created", self.object_type, origin, p.hubspot_id, p.brevo_id, p.key)
-            )
-            return
-        for a in plan.actions:
-            if a.target is None:
-                continue
-            out.events.append(
-                SyncEvent(
-                    "changed",
-                    self.object_type,
-                    planner.other(a.target),
-                    p.hubspot_id,
-                    p.brevo_id,
-                    p.key,
-                    a.field,
-                    a.previous,
-                    a.value,
-                )
-            )
+        out.events += pair_events(self.object_type, p)
+
+
+class _Modified(Protocol):
+    @property
+    def modified_at(self) -> datetime: ...
+
+
+class PlannedPair(Protocol):
+    """What :func:`pass_history` and :func:`pair_events` read of a planned record pair (the
+    contact engine's and the CRM object syncs' pairs)."""
+
+    @property
+    def plan(self) -> planner.PairPlan | None: ...
+    @property
+    def failed_on(self) -> set[str]: ...
+    @property
+    def hubspot(self) -> HubSpotObject | None: ...
+    @property
+    def brevo(self) -> _Modified | None: ...
+    @property
+    def hubspot_id(self) -> str | None: ...
+    @property
+    def brevo_id(self) -> str | None: ...
+    @property
+    def key(self) -> str | None: ...
+
+
+def pass_history(
+    object_type: str,
+    modified_prop: str,
+    pairs: Sequence[PlannedPair],
+    link_ids: Sequence[int],
+    now: datetime,
+) -> list[history.HistoryEntry]:
+    """What travelled, for ``connector explain``: one entry per field written."""
+    entries: list[history.HistoryEntry] = []
+    for p, link_id in zip(pairs, link_ids, strict=True):
+        assert p.plan is not None
+        actions = [a for a in p.plan.actions if a.target not in p.failed_on]
+        entries += history.from_actions(
+            object_type,
+            link_id,
+            actions,
+            now,
+            hubspot_modified=hubspot_modified(p.hubspot, modified_prop)
+            if p.hubspot is not None
+            else None,
+            brevo_modified=p.brevo.modified_at if p.brevo is not None else None,
+        )
+    return entries
+
+
+def pair_events(object_type: str, p: PlannedPair) -> list[SyncEvent]:
+    """The sync events of one recorded pair: ``created``, or one ``changed`` per field written."""
+    plan = p.plan
+    assert plan is not None
+    if plan.kind in ("create_in_brevo", "create_in_hubspot"):
+        origin: planner.Side = "hubspot" if plan.kind == "create_in_brevo" else "brevo"
+        return [SyncEvent("created", object_type, origin, p.hubspot_id, p.brevo_id, p.key)]
+    return [
+        SyncEvent(
+            "changed",
+            object_type,
+            planner.other(a.target),
+            p.hubspot_id,
+            p.brevo_id,
+            p.key,
+            a.field,
+            a.previous,
+            a.value,
+        )
+        for a in plan.actions
+        if a.target is not None
+    ]
 
 
 def _stub_contact(contact_id: int, email: str | None) -> BrevoContact:

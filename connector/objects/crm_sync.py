@@ -37,7 +37,15 @@ from connector import plan as planner
 from connector.brevo.client import BrevoClient
 from connector.brevo.crm import BrevoCrm
 from connector.brevo.crm_models import BrevoCompany, BrevoDeal, CrmImportRow, CrmKind
-from connector.engine import EventsCallback, GoneLink, Mode, Outcome, SyncEvent, hubspot_modified
+from connector.engine import (
+    EventsCallback,
+    GoneLink,
+    Mode,
+    Outcome,
+    hubspot_modified,
+    pair_events,
+    pass_history,
+)
 from connector.errors import ApiError
 from connector.hubspot.client import HubSpotClient, last_modified_property
 from connector.hubspot.crm import HubSpotCrm
@@ -867,47 +875,10 @@ class CrmObjectSync:
     def _history(
         self, pairs: Sequence[CrmPair], link_ids: Sequence[int], now: datetime
     ) -> list[history.HistoryEntry]:
-        entries: list[history.HistoryEntry] = []
-        for p, link_id in zip(pairs, link_ids, strict=True):
-            assert p.plan is not None
-            actions = [a for a in p.plan.actions if a.target not in p.failed_on]
-            entries += history.from_actions(
-                self.object_type,
-                link_id,
-                actions,
-                now,
-                hubspot_modified=hubspot_modified(p.hubspot, self.modified_prop)
-                if p.hubspot is not None
-                else None,
-                brevo_modified=p.brevo.modified_at if p.brevo is not None else None,
-            )
-        return entries
+        return pass_history(self.object_type, self.modified_prop, pairs, link_ids, now)
 
     def _events(self, p: CrmPair, out: Outcome) -> None:
-        plan = p.plan
-        assert plan is not None
-        if plan.kind in ("create_in_brevo", "create_in_hubspot"):
-            origin: planner.Side = "hubspot" if plan.kind == "create_in_brevo" else "brevo"
-            out.events.append(
-                SyncEvent("created", self.object_type, origin, p.hubspot_id, p.brevo_id, p.key)
-            )
-            return
-        for a in plan.actions:
-            if a.target is None:
-                continue
-            out.events.append(
-                SyncEvent(
-                    "changed",
-                    self.object_type,
-                    planner.other(a.target),
-                    p.hubspot_id,
-                    p.brevo_id,
-                    p.key,
-                    a.field,
-                    a.previous,
-                    a.value,
-                )
-            )
+        out.events += pair_events(self.object_type, p)
 
 
 def _plan_bases(link: ledger.LinkRecord | None) -> dict[str, planner.BaseEntry] | None:
