@@ -34,6 +34,7 @@ from typing import Any, Literal, Protocol
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from connector import phone_guard
 from connector import plan as planner
 from connector.brevo.client import BrevoClient, FieldValidationError
 from connector.brevo.models import BrevoContact, ImportRow
@@ -77,6 +78,10 @@ class BrevoSource(Protocol):
     async def by_emails(self, emails: Sequence[str]) -> dict[str, BrevoContact]:
         """Contacts by normalised email; absent emails are left out."""
 
+    async def by_sms(self, keys: Sequence[str]) -> dict[str, str]:
+        """The ids of the contacts holding these SMS numbers (as
+        :func:`~connector.transforms.phone_key`), by key; absent ones are left out."""
+
 
 class ApiBrevoSource:
     """Brevo itself: 20 ids per call; by email one call each (Brevo has no batch read)."""
@@ -93,6 +98,14 @@ class ApiBrevoSource:
             contact = await self.brevo.get_contact(email, "email")
             if contact is not None:
                 found[email] = contact
+        return found
+
+    async def by_sms(self, keys: Sequence[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for key in keys:
+            contact = await self.brevo.get_contact("+" + key, "phone")
+            if contact is not None:
+                found[key] = str(contact.id)
         return found
 
 
@@ -247,6 +260,10 @@ class SyncEngine:
         self.hs_props = [*mapping.hubspot_properties(), last_modified_property(self.object_type)]
         self.modified_prop = last_modified_property(self.object_type)
         self.api_source = ApiBrevoSource(brevo)
+        #: the field written to Brevo's SMS, unique per Brevo contact (see phone_guard)
+        self.sms_field = next(
+            (f.key for f in mapping.fields if f.brevo == "SMS" and f.flows_to("brevo")), None
+        )
         #: the HubSpot properties whose values may travel to Brevo (see _hubspot_may_fill)
         self._to_brevo_properties = [
             f.hubspot for f in mapping.fields if f.flows_to("brevo") and f.key != self.identity
@@ -329,6 +346,7 @@ class SyncEngine:
             given_br = {str(c.id) for c in brevo}
             await self._reread_synced_since(pairs, read_at, given_hs, given_br, source, out)
         await self._plan(pairs, out)
+        await self._keep_phones_unique(pairs, source, out)
         for p in pairs:
             if p.plan is not None:
                 out.summary.add(p.plan)
@@ -734,6 +752,49 @@ class SyncEngine:
                 p.plan = _without_field(p.plan, self.identity, "Brevo contact is blocklisted")
                 out.counts["blocklisted_email_kept"] += 1
 
+    async def _keep_phones_unique(
+        self, pairs: Sequence[_Pair], source: BrevoSource, out: Outcome
+    ) -> None:
+        """Leave out of the Brevo writes the phones another contact holds (see
+        :mod:`connector.phone_guard`): the record syncs without it, the reason logged."""
+        name = self.sms_field
+        if name is None or self.direction == "brevo_to_hubspot":
+            return
+        writes: list[phone_guard.PhoneWrite] = []
+        for i, p in enumerate(pairs):
+            value = p.plan.writes("brevo").get(name) if p.plan is not None else None
+            if value is not None:
+                writes.append(
+                    phone_guard.PhoneWrite(
+                        i, value, p.link.id if p.link else None, p.hubspot_id, p.brevo_id
+                    )
+                )
+        if not writes:
+            return
+
+        async def in_ledger(hashes: Sequence[str]) -> dict[str, list[ledger.LinkRecord]]:
+            async with self.sessions() as s:
+                return await ledger.holders_of_values(s, self.object_type, name, hashes)
+
+        refused = await phone_guard.phones_in_use(
+            writes,
+            in_ledger=in_ledger,
+            in_brevo=source.by_sms,
+            brevo_lookup_max=None if source is not self.api_source else phone_guard.LOOKUP_MAX,
+        )
+        for i, why in refused.items():
+            p = pairs[i]
+            assert p.plan is not None
+            p.plan = _without_field(p.plan, name, why)
+            out.counts["phone_in_use"] += 1
+            log.warning(
+                "sync.phone_left_out",
+                object=self.object_type,
+                hubspot_id=p.hubspot_id,
+                brevo_id=p.brevo_id,
+                reason=why,
+            )
+
     def _adopt_pending(
         self,
         p: _Pair,
@@ -1106,6 +1167,7 @@ class SyncEngine:
     ) -> None:
         now = self.clock()
         first_event = len(out.events)
+        await self._refuse_taken_ids(pairs, out)
         writes: list[ledger.PairWrite] = []
         synced: list[_Pair] = []
         dead: list[_Pair] = []
@@ -1180,6 +1242,50 @@ class SyncEngine:
                 await self.on_events(s, out.events[first_event:], mode)
         out.counts["linked"] += len(writes)
         out.counts["dead_lettered"] += len(dead)
+
+    async def _refuse_taken_ids(self, pairs: Sequence[_Pair], out: Outcome) -> None:
+        """A new pair whose written record turned out to be one another link holds (Brevo
+        matched the create to an existing contact, say by an identifier the checks before
+        the write did not know of) fails, dead-lettered with both records named, instead of
+        moving that link to it: two people's records are never silently merged."""
+        new = [
+            p
+            for p in pairs
+            if p.link is None and p.plan is not None and p.hubspot_id and p.brevo_id
+        ]
+        if not new:
+            return
+        async with self.sessions() as s:
+            held = await ledger.load_links(
+                s,
+                self.object_type,
+                hubspot_ids=[p.hubspot_id for p in new if p.hubspot_id],
+                brevo_ids=[p.brevo_id for p in new if p.brevo_id],
+            )
+        by_hs = {lk.hubspot_id: lk for lk in held if lk.hubspot_id}
+        by_br = {lk.brevo_id: lk for lk in held if lk.brevo_id}
+        for p in new:
+            other = by_br.get(p.brevo_id or "")
+            if other is not None and other.hubspot_id not in (None, p.hubspot_id):
+                p.fail(
+                    "brevo",
+                    f"Brevo wrote HubSpot {p.hubspot_id} onto contact {p.brevo_id}, which is "
+                    f"linked to HubSpot {other.hubspot_id}: the two were not merged; look at "
+                    "both records (a shared phone number or e-mail?) and run connector dlq "
+                    "retry once they differ",
+                )
+                out.counts["failed"] += 1
+                p.brevo = None
+                continue
+            other = by_hs.get(p.hubspot_id or "")
+            if other is not None and other.brevo_id not in (None, p.brevo_id):
+                p.fail(
+                    "hubspot",
+                    f"HubSpot {p.hubspot_id} is linked to Brevo {other.brevo_id} already, not "
+                    f"{p.brevo_id}: the link was kept",
+                )
+                out.counts["failed"] += 1
+                p.brevo = None
 
     def _identity_after(self, p: _Pair) -> str | None:
         """The pair's email once this pass's writes are done (an email change moves it)."""

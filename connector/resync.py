@@ -92,6 +92,10 @@ class StagedBrevo:
         self.claimed.update(r.brevo_id for r in rows)
         return {r.identity_key: BrevoContact.from_api(r.payload) for r in rows if r.identity_key}
 
+    async def by_sms(self, keys: Sequence[str]) -> dict[str, str]:
+        async with self.engine.sessions() as s:
+            return await stage.by_sms(s, self.engine.object_type, list(keys))
+
 
 async def resync(
     engine: SyncEngine,

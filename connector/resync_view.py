@@ -88,6 +88,7 @@ SUMMARY_ROWS = (
     ("Pairs linked", "linked"),
     ("HubSpot contacts without email (not synced)", "hubspot_without_email"),
     ("Fields skipped for an invalid value", "invalid_fields"),
+    ("Phones left out: another Brevo contact has them (log: sync.phone_left_out)", "phone_in_use"),
     ("Linked record gone on one side", "linked_record_gone"),
     ("Failed (see connector dlq list)", "failed"),
 )

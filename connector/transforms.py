@@ -120,6 +120,17 @@ _PLAIN_EMAIL = re.compile(
 )
 
 
+def phone_key(value: Any) -> str | None:
+    """A phone number as digits with its country code (``+47 912 34 567``, ``0047912…`` and
+    ``47912…`` are all ``47912…``): how Brevo's SMS values are compared. None for no value."""
+    if value is None or isinstance(value, bool):
+        return None
+    digits = "".join(ch for ch in str(value) if ch.isdigit())
+    if str(value).strip().startswith("00"):
+        digits = digits[2:]
+    return digits or None
+
+
 def _plain_email(candidate: str) -> bool:
     """A fast yes for the everyday address that email-validator surely accepts: ASCII letters,
     digits and ``_+-`` in dot-separated atoms, an ASCII domain of several labels without

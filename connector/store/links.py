@@ -231,6 +231,31 @@ async def _fetch_new(
             found[b.link_id].bases[b.field] = _entry(b)
 
 
+async def holders_of_values(
+    session: AsyncSession, object_type: str, field_name: str, hashes: Iterable[str]
+) -> dict[str, list[LinkRecord]]:
+    """The links whose last synced ``field_name`` has one of these value hashes, by hash.
+
+    Used for values that must be unique on one side (a Brevo SMS number): who holds one
+    already. Indexed by ``field_state.value_hash``; one query per :data:`CHUNK` hashes.
+    """
+    found: dict[str, list[LinkRecord]] = {}
+    for chunk in _chunks(list(dict.fromkeys(hashes))):
+        stmt = (
+            sa.select(FieldState.value_hash, *_LINK_COLUMNS)
+            .join(Link, Link.id == FieldState.link_id)
+            .where(
+                FieldState.value_hash.in_(chunk),
+                FieldState.field == field_name,
+                Link.object_type == object_type,
+            )
+        )
+        for r in await session.execute(stmt):
+            record = LinkRecord(r.id, r.object_type, r.hubspot_id, r.brevo_id, r.identity_key)
+            found.setdefault(r.value_hash, []).append(record)
+    return found
+
+
 async def count_links(session: AsyncSession, object_type: str) -> int:
     """How many links of ``object_type`` exist."""
     stmt = sa.select(sa.func.count()).select_from(Link).where(Link.object_type == object_type)

@@ -122,8 +122,9 @@ class FieldState(Base):
         BigIntPK, sa.ForeignKey("links.id", ondelete="CASCADE"), primary_key=True
     )
     field: Mapped[str] = mapped_column(primary_key=True)
-    #: Hex SHA-256 of the normalised value.
-    value_hash: Mapped[str]
+    #: Hex SHA-256 of the normalised value (indexed: who holds a phone number, see
+    #: :func:`connector.store.links.holders_of_values`).
+    value_hash: Mapped[str] = mapped_column(index=True)
     #: The side the value came from.
     origin: Mapped[System] = mapped_column(sa.String())
     #: The side the engine wrote it to (its echo will carry this hash), if any.
@@ -447,6 +448,7 @@ class ResyncStage(Base):
         sa.Index(None, "object_type", "identity_key"),
         sa.Index(None, "object_type", "brevo_id"),
         sa.Index(None, "object_type", "matched", "id"),
+        sa.Index(None, "object_type", "sms"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
@@ -454,6 +456,9 @@ class ResyncStage(Base):
     brevo_id: Mapped[str]
     identity_key: Mapped[str | None]
     payload: Mapped[dict[str, Any]] = mapped_column(sa.JSON())
+    #: The contact's SMS number, digits only (a phone written to Brevo must not be another
+    #: contact's: Brevo would match the write to that contact).
+    sms: Mapped[str | None]
     matched: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
 
 

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from connector.store.db import dialect_insert
 from connector.store.models import ResyncCheckpoint, ResyncStage, utcnow
+from connector.transforms import phone_key
 
 CHUNK = 500
 
@@ -100,6 +101,7 @@ async def add_rows(session: AsyncSession, object_type: str, rows: Sequence[Stage
                     "brevo_id": r.brevo_id,
                     "identity_key": r.identity_key,
                     "payload": r.payload,
+                    "sms": phone_key((r.payload.get("attributes") or {}).get("SMS")),
                     "matched": False,
                 }
                 for r in rows
@@ -143,6 +145,19 @@ async def by_identity_keys(
         )
         out += _rows((await session.execute(stmt)).all())
     return out
+
+
+async def by_sms(session: AsyncSession, object_type: str, keys: Sequence[str]) -> dict[str, str]:
+    """The staged Brevo contacts holding these SMS numbers (:func:`phone_key`): key → id."""
+    found: dict[str, str] = {}
+    for i in range(0, len(keys), CHUNK):
+        stmt = sa.select(ResyncStage.sms, ResyncStage.brevo_id).where(
+            ResyncStage.object_type == object_type, ResyncStage.sms.in_(keys[i : i + CHUNK])
+        )
+        for sms, brevo_id in (await session.execute(stmt)).all():
+            if sms is not None:
+                found[sms] = brevo_id
+    return found
 
 
 async def mark_matched(session: AsyncSession, object_type: str, brevo_ids: Sequence[str]) -> None:
