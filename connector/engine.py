@@ -173,6 +173,9 @@ class _Pair:
     brevo_readback: BrevoContact | None = None
     #: fields whose write-ahead row matched the target's value: that value is their base
     adopted: dict[str, ledger.BaseEntry] = field(default_factory=dict)
+    #: why a value was left out of the write (a phone another contact holds): the pair
+    #: syncs, and keeps an open dead letter with this reason until the value goes through
+    left_out: str = ""
 
     def fail(self, side: planner.Side, error: str) -> None:
         """A write to ``side`` failed: the pair goes to the dead letters, with this error."""
@@ -780,12 +783,14 @@ class SyncEngine:
             writes,
             in_ledger=in_ledger,
             in_brevo=source.by_sms,
-            brevo_lookup_max=None if source is not self.api_source else phone_guard.LOOKUP_MAX,
+            brevo_is_current=isinstance(source, ApiBrevoSource),
+            brevo_lookup_max=phone_guard.LOOKUP_MAX if isinstance(source, ApiBrevoSource) else None,
         )
         for i, why in refused.items():
             p = pairs[i]
             assert p.plan is not None
             p.plan = _without_field(p.plan, name, why)
+            p.left_out = f"SMS not written: {why}"
             out.counts["phone_in_use"] += 1
             log.warning(
                 "sync.phone_left_out",
@@ -1217,27 +1222,13 @@ class SyncEngine:
             synced_hs = [p.hubspot_id for p in synced if p.hubspot_id and not p.failed]
             if synced_hs:
                 await skipped.clear_skipped(s, "hubspot", self.object_type, synced_hs)
-            clean = [p for p in synced if not p.failed]
-            done: list[tuple[Literal["hubspot", "brevo"], str]] = [
-                ("hubspot", p.hubspot_id) for p in clean if p.hubspot_id
-            ] + [("brevo", p.brevo_id) for p in clean if p.brevo_id]
-            if done:
-                out.counts["dead_letters_resolved"] += await deadletters.resolve_records(
-                    s, self.object_type, done, now
-                )
-            for p in dead:
-                await deadletters.add(
-                    s,
-                    system="hubspot" if p.hubspot is not None else "brevo",
-                    object_type=self.object_type,
-                    object_id=p.hubspot_id or p.brevo_id,
-                    identity_key=p.key,
-                    operation=p.plan.kind if p.plan else "sync",
-                    payload={"hubspot_id": p.hubspot_id, "brevo_id": p.brevo_id},
-                    error=p.error,
-                    attempts=1,
-                    now=now,
-                )
+            # a value left out keeps the record's letter open (dlq list, retry) until it
+            # goes through; the rest of the record synced (not a failure)
+            left_out = [p for p in synced if p.left_out and not p.failed]
+            for p in left_out:
+                p.error = p.left_out
+            clean = [p for p in synced if not p.left_out]
+            await pass_dead_letters(s, self.object_type, clean, dead + left_out, now, out)
             if self.on_events is not None and len(out.events) > first_event:
                 await self.on_events(s, out.events[first_event:], mode)
         out.counts["linked"] += len(writes)
@@ -1326,6 +1317,45 @@ class PlannedPair(Protocol):
     def brevo_id(self) -> str | None: ...
     @property
     def key(self) -> str | None: ...
+    @property
+    def failed(self) -> bool: ...
+    @property
+    def error(self) -> str: ...
+
+
+async def pass_dead_letters(
+    s: AsyncSession,
+    object_type: str,
+    synced: Sequence[PlannedPair],
+    dead: Sequence[PlannedPair],
+    now: datetime,
+    out: Outcome,
+) -> None:
+    """In a pass's recording transaction: the dead letters of the records that synced cleanly
+    are resolved, and the pairs that failed get one each (with the error and both ids)."""
+    done: list[tuple[Literal["hubspot", "brevo"], str]] = []
+    for p in synced:
+        if not p.failed:
+            done += [("hubspot", p.hubspot_id)] if p.hubspot_id else []
+            done += [("brevo", p.brevo_id)] if p.brevo_id else []
+    if done:
+        out.counts["dead_letters_resolved"] += await deadletters.resolve_records(
+            s, object_type, done, now
+        )
+    for p in dead:
+        await deadletters.add(
+            s,
+            system="hubspot" if p.hubspot is not None else "brevo",
+            object_type=object_type,
+            object_id=p.hubspot_id or p.brevo_id,
+            identity_key=p.key,
+            # "nothing": every write of it was left out (see SyncEngine._keep_phones_unique)
+            operation=("update" if p.plan.kind == "nothing" else p.plan.kind) if p.plan else "sync",
+            payload={"hubspot_id": p.hubspot_id, "brevo_id": p.brevo_id},
+            error=p.error,
+            attempts=1,
+            now=now,
+        )
 
 
 def pass_history(

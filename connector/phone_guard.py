@@ -24,9 +24,9 @@ from connector import plan as planner
 from connector.store import links as ledger
 from connector.transforms import phone_key
 
-LOOKUP_MAX = 100
-"""Phones looked up in Brevo one call each (the API source) in one pass; the rest of the
-pass's new phones wait for the next pass or reconciliation, where they are looked up again."""
+LOOKUP_MAX = 200
+"""Phones looked up in Brevo one call each (the API source) in one pass (20 s of Brevo's
+contacts limit); beyond that, a pass trusts the ledger alone for the rest."""
 
 
 @dataclass(frozen=True)
@@ -58,53 +58,60 @@ async def phones_in_use(
     *,
     in_ledger: LedgerLookup,
     in_brevo: BrevoLookup,
+    brevo_is_current: bool,
     brevo_lookup_max: int | None = None,
 ) -> dict[int, str]:
     """The writes whose phone must be left out, by ``index``, each with the reason.
 
+    ``brevo_is_current``: ``in_brevo`` answers for Brevo as it is now (the API): its answer
+    overrules the ledger, whose holder may have changed number since (a stale base must not
+    block the phone). Otherwise (a resync's stage, a copy from before this run's own writes)
+    the ledger's holder stands and Brevo is asked only about phones no link holds.
     ``brevo_lookup_max``: at most this many phones are looked up in Brevo (``None``: all);
-    the others, not proven free, are left out too ("not checked yet").
+    for the rest the ledger alone decides.
     """
     if not writes:
         return {}
     refused: dict[int, str] = {}
     by_index = {w.index: w for w in writes}
     by_hash = await in_ledger([planner.value_hash(w.value) for w in writes])
-    unlinked: list[PhoneWrite] = []
+    ledger_holder: dict[int, ledger.LinkRecord] = {}
+    ask: list[PhoneWrite] = []
     for w in writes:
         linked = by_hash.get(planner.value_hash(w.value), [])
         holders = [h for h in linked if not w.is_self(h.id, h.hubspot_id, h.brevo_id)]
-        if not holders and linked:
-            continue  # its own Brevo contact holds it already
         if holders:
-            h = holders[0]
-            refused[w.index] = (
-                f"phone already on Brevo contact {h.brevo_id} (linked to HubSpot "
-                f"{h.hubspot_id}); Brevo keeps an SMS number on one contact only"
-            )
-        else:
-            unlinked.append(w)
-    keys = list(dict.fromkeys(k for w in unlinked if (k := phone_key(w.value))))
-    checked = keys if brevo_lookup_max is None else keys[:brevo_lookup_max]
-    in_account = await in_brevo(checked) if checked else {}
-    checked_set = set(checked)
+            ledger_holder[w.index] = holders[0]
+            if brevo_is_current:
+                ask.append(w)
+        elif not linked:
+            ask.append(w)
+        # else: its own Brevo contact holds it already
+    keys = list(dict.fromkeys(k for w in ask if (k := phone_key(w.value))))
+    checked = set(keys if brevo_lookup_max is None else keys[:brevo_lookup_max])
+    in_account = await in_brevo([k for k in keys if k in checked]) if checked else {}
     first: dict[str, int] = {}
-    for w in unlinked:
+    for w in writes:
         key = phone_key(w.value)
         if key is None:
             continue
+        held = ledger_holder.get(w.index)
         holder = in_account.get(key)
-        if key not in checked_set:
+        if key in checked and (held is None or brevo_is_current):
+            if holder is not None and not w.is_self(None, None, holder):
+                linked_to = f"linked to HubSpot {held.hubspot_id}" if held else "not linked"
+                refused[w.index] = (
+                    f"phone already on Brevo contact {holder} ({linked_to}); Brevo keeps an "
+                    "SMS number on one contact only"
+                )
+                continue
+        elif held is not None:
             refused[w.index] = (
-                "phone not checked against Brevo yet (more new phones in this pass than "
-                f"{brevo_lookup_max}): written once it is, by a later pass or reconciliation"
+                f"phone already on Brevo contact {held.brevo_id} (linked to HubSpot "
+                f"{held.hubspot_id}); Brevo keeps an SMS number on one contact only"
             )
-        elif holder is not None and not w.is_self(None, None, holder):
-            refused[w.index] = (
-                f"phone already on Brevo contact {holder} (not linked); Brevo keeps an SMS "
-                "number on one contact only"
-            )
-        elif key in first:
+            continue
+        if key in first:
             other = by_index[first[key]]
             refused[w.index] = (
                 f"phone also wanted by HubSpot {other.hubspot_id} in the same pass, which "

@@ -32,6 +32,7 @@ async def _refused(
     in_ledger: dict[str, list[ledger.LinkRecord]] | None = None,
     in_brevo: dict[str, str] | None = None,
     lookup_max: int | None = None,
+    current: bool = False,
 ) -> tuple[dict[int, str], list[list[str]]]:
     asked: list[list[str]] = []
 
@@ -43,7 +44,11 @@ async def _refused(
         return {k: v for k, v in (in_brevo or {}).items() if k in keys}
 
     refused = await phone_guard.phones_in_use(
-        writes, in_ledger=by_hash, in_brevo=by_key, brevo_lookup_max=lookup_max
+        writes,
+        in_ledger=by_hash,
+        in_brevo=by_key,
+        brevo_is_current=current,
+        brevo_lookup_max=lookup_max,
     )
     return refused, asked
 
@@ -74,13 +79,25 @@ async def test_a_phone_an_unlinked_brevo_contact_holds_and_the_same_pass_twice()
     assert "Brevo contact 99 (not linked)" in refused[2]
 
 
-async def test_phones_beyond_the_lookup_budget_wait_unchecked() -> None:
+async def test_brevo_as_it_is_now_overrules_a_stale_ledger() -> None:
+    # the ledger still says h7 holds the number; Brevo (the API) says nobody does any more
+    held = {planner.value_hash("+33612345678"): [_link(7, "h7", "70")]}
+    writes = [phone_guard.PhoneWrite(0, "+33612345678", None, "h1", None)]
+    refused, asked = await _refused(writes, held, current=True)
+    assert refused == {} and asked == [["33612345678"]]
+    # ... and when Brevo confirms the holder, it is refused with both ids
+    refused, _ = await _refused(writes, held, in_brevo={"33612345678": "70"}, current=True)
+    assert "Brevo contact 70 (linked to HubSpot h7)" in refused[0]
+
+
+async def test_beyond_the_lookup_budget_the_ledger_alone_decides() -> None:
+    held = {planner.value_hash("+33600000004"): [_link(9, "h9", "90")]}
     writes = [
         phone_guard.PhoneWrite(i, f"+336000000{i:02d}", None, f"h{i}", None) for i in range(5)
     ]
-    refused, asked = await _refused(writes, lookup_max=3)
+    refused, asked = await _refused(writes, held, lookup_max=3, current=True)
     assert [len(a) for a in asked] == [3]
-    assert set(refused) == {3, 4} and all("not checked" in r for r in refused.values())
+    assert set(refused) == {4} and "HubSpot h9" in refused[4]
 
 
 # --- end to end, over both sandboxes ------------------------------------------------------------
@@ -105,10 +122,24 @@ async def test_two_hubspot_contacts_sharing_a_phone_in_one_import(tmp_path: Path
         assert set(links) == {a, b} and len(set(links.values())) == 2
         assert _sms_of(env, "ann@example.com") == SHARED_KEY  # the first keeps it
         assert _sms_of(env, "bob@example.com") is None
+        # Bob's record keeps an open letter saying why (dlq list / retry), not a failure
+        (letter,) = await env.dead_letters()
+        assert letter.object_id == b and letter.error.startswith("SMS not written: phone also")
         # the next cycle writes nothing: Bob's phone is left out again, not sent
         before = env.writes()
         again = await env.cycle()
         assert env.writes() == before and again.counts["phone_in_use"] == 1
+        assert [lt.attempts for lt in await env.dead_letters()] == [2]
+        # Ann takes another number: Bob's goes through with his next change, the letter closes
+        env.clock.advance(60)
+        env.hs_edit(a, phone="06 99 99 99 99")
+        await env.cycle()
+        env.clock.advance(60)
+        env.hs_edit(b, firstname="Robert")
+        out = await env.cycle()
+        assert out.counts["phone_in_use"] == 0
+        assert _sms_of(env, "bob@example.com") == SHARED_KEY
+        assert await env.dead_letters() == []
 
 
 async def test_a_phone_already_linked_is_left_out_of_a_later_create(tmp_path: Path) -> None:

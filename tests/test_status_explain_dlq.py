@@ -73,7 +73,8 @@ async def test_status_and_dlq_after_real_syncs(tmp_path: Path) -> None:
         assert pulls["hubspot"]["last_status"] == "ok" and pulls["hubspot"]["last_success_at"]
         assert pulls["brevo"]["last_success_counts"]["linked"] > 0
 
-        # A: its HubSpot phone becomes B's number, which Brevo refuses (SMS is unique there).
+        # A: its HubSpot phone becomes B's number, which Brevo keeps on one contact only: the
+        # rest of A syncs, its phone is left out, and A's letter says why.
         br = env.servers.brevo
         linked = [c for c in br.contacts.values() if c.ext_id]
         b = next(c for c in linked if c.sms)

@@ -44,6 +44,7 @@ from connector.engine import (
     Outcome,
     hubspot_modified,
     pair_events,
+    pass_dead_letters,
     pass_history,
 )
 from connector.errors import ApiError
@@ -52,7 +53,7 @@ from connector.hubspot.crm import HubSpotCrm
 from connector.hubspot.models import HubSpotObject
 from connector.mapping import MappedRecord, Mapping
 from connector.objects.base import ObjectResyncMode, StopCheck, System
-from connector.store import cursors, deadletters, history
+from connector.store import cursors, history
 from connector.store import links as ledger
 from connector.store.models import utcnow
 from connector.transforms import text_of
@@ -846,27 +847,7 @@ class CrmObjectSync:
                         p.link = ledger.LinkRecord(
                             fresh[p.hubspot_id], self.object_type, p.hubspot_id, p.brevo_id, p.key
                         )
-            done: list[tuple[Literal["hubspot", "brevo"], str]] = []
-            for p in synced:
-                if not p.failed:
-                    done += [("hubspot", p.hubspot_id or ""), ("brevo", p.brevo_id or "")]
-            if done:
-                out.counts["dead_letters_resolved"] += await deadletters.resolve_records(
-                    s, self.object_type, done, now
-                )
-            for p in dead:
-                await deadletters.add(
-                    s,
-                    system="hubspot" if p.hubspot is not None else "brevo",
-                    object_type=self.object_type,
-                    object_id=p.hubspot_id or p.brevo_id,
-                    identity_key=p.key,
-                    operation=p.plan.kind if p.plan else "sync",
-                    payload={"hubspot_id": p.hubspot_id, "brevo_id": p.brevo_id},
-                    error=p.error,
-                    attempts=1,
-                    now=now,
-                )
+            await pass_dead_letters(s, self.object_type, synced, dead, now, out)
             if self.on_events is not None and len(out.events) > first_event:
                 await self.on_events(s, out.events[first_event:], mode)
         out.counts["linked"] += len(writes)
