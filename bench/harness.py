@@ -206,6 +206,17 @@ webhooks:
     return text
 
 
+def _profiler(log: Path) -> list[str]:
+    """``-m pyinstrument -o DIR/NAME.txt`` when ``$BENCH_PROFILE`` names a directory: each
+    connector process is profiled (wall clock, awaits included) into ``NAME`` = its log's
+    stem. Profiling slows the process: its figures are not the benchmark's."""
+    where = os.environ.get("BENCH_PROFILE")
+    if not where:
+        return []
+    Path(where).mkdir(parents=True, exist_ok=True)
+    return ["-m", "pyinstrument", "-o", str(Path(where) / f"{log.stem}.txt")]
+
+
 @dataclass
 class Proc:
     """``python -m connector --config CONFIG ARGS…`` with its process tree's peak RSS sampled."""
@@ -224,7 +235,12 @@ class Proc:
         self.started = time.monotonic()
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [PYTHON, "-m", "connector", "--config", str(self.config), *self.args],
+                [
+                    PYTHON,
+                    *_profiler(self.log),
+                    *("-m", "connector", "--config", str(self.config)),
+                    *self.args,
+                ],
                 cwd=ROOT,
                 env=env(),
                 stdout=out,

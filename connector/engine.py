@@ -65,6 +65,11 @@ CONFIRM_BY_EMAIL_MAX = 50
 """Imported contacts the read-back listings did not show are read by e-mail (one call each)
 before they count as lost — up to this many per import."""
 
+IMPORT_FIRST_POLL = 0.3
+"""Seconds from an import's answer to its first read-back (at most ``import_poll_every``);
+the waits then double up to ``import_poll_every`` and grow by half from there. A small import
+is often through within a second; a read-back too early costs one listing call."""
+
 IMPORT_THRESHOLD = 50
 """From this many Brevo writes in one batch on, they go through ``/contacts/import``."""
 
@@ -1067,7 +1072,8 @@ class SyncEngine:
         mark = self._readback_mark
         if mark is not None and mark[1] < since and mark[0] + _MS > list_from:
             list_from = mark[0] + _MS
-        wait = self.import_poll_every
+        every = self.import_poll_every
+        wait = min(IMPORT_FIRST_POLL, every)
         waited = 0.0
         checked_process = False
         rounds = 0
@@ -1098,7 +1104,7 @@ class SyncEngine:
                 procs = [await self.brevo.get_process(pid) for pid in process_ids]
                 if all(pr.done for pr in procs):
                     break  # finished: what is missing now, Brevo did not keep
-            wait = min(wait * 1.5, 15.0)
+            wait = min(wait * 2, every) if wait < every else min(wait * 1.5, 15.0)
         unseen = [key for key in wanted if key not in seen]
         if 0 < len(unseen) <= CONFIRM_BY_EMAIL_MAX:
             # a listing can miss a contact (its page shifted under it, a modification time at

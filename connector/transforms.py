@@ -30,6 +30,7 @@ one typed step (``date``, ``number``, ``boolean``, ``value_map``), which comes l
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import re
 from abc import ABC, abstractmethod
@@ -299,19 +300,24 @@ class PhoneE164(TextStep):
 _PHONE_PUNCTUATION = re.compile(r"[\s().\-/]")
 _E164_SEEN: dict[tuple[str, bool, str], str | None] = {}
 """Numbers already parsed: each is parsed several times per record (HubSpot's text, its E.164
-form, Brevo's copy), and parsing is slow. Cleared when it reaches :data:`_E164_KEPT` entries."""
+form, Brevo's copy), and parsing is slow. At :data:`_E164_KEPT` entries the older half is
+dropped (not all: the numbers of the pass under way are read again by its import's read-back)."""
 _E164_KEPT = 1 << 14
 
 
 def _e164(raw: str, from_brevo: bool, region: str) -> str | None:
     """:func:`_parse_e164`, remembered; an E.164 result is remembered as its own normal form
-    too (an E.164 number parses back to itself, from either side)."""
+    too (an E.164 number parses back to itself, from either side), and so are its digits
+    without the ``+`` from Brevo, which answers numbers that way (from Brevo, digits are read
+    as ``+digits`` first: that E.164 number again)."""
     result = _parse_e164(raw, from_brevo, region)
     if len(_E164_SEEN) >= _E164_KEPT:
-        _E164_SEEN.clear()
+        for old in list(itertools.islice(_E164_SEEN, _E164_KEPT // 2)):
+            del _E164_SEEN[old]
     _E164_SEEN[raw, from_brevo, region] = result
     if result is not None:
         _E164_SEEN[result, False, region] = _E164_SEEN[result, True, region] = result
+        _E164_SEEN[result[1:], True, region] = result
     return result
 
 

@@ -399,6 +399,57 @@ async def test_import_is_chunked_by_serialised_size(fake: FakeTime) -> None:
     assert sent[0]["jsonBody"][0]["attributes"]["EXT_ID"] == "hs-0"
 
 
+async def test_import_sends_what_the_sdk_would_send(fake: FakeTime) -> None:
+    """The import body is serialised by the client, not by the SDK: the same request."""
+    requests: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return httpx.Response(202, json={"processId": 1})
+
+    rows = [
+        ImportRow("a@example.com", {"FIRSTNAME": "Zoë", "N": 1.5, "B": True, "X": None}, "7"),
+        ImportRow("b@example.com", {}),
+    ]
+    async with make_client(httpx.MockTransport(handler), fake) as client:
+        await client.import_contacts(rows, list_ids=[7], notify_url="https://x.test/n")
+        await client.sdk.contacts.with_raw_response.import_contacts(
+            json_body=[r.to_json() for r in rows],
+            list_ids=[7],
+            update_existing_contacts=True,
+            empty_contacts_attributes=False,
+            notify_url="https://x.test/n",
+        )
+    ours, sdk = requests
+    assert (ours.method, ours.url) == (sdk.method, sdk.url)
+    assert json.loads(ours.content) == json.loads(sdk.content)
+    for name in ("api-key", "content-type", "user-agent"):
+        assert ours.headers[name] == sdk.headers[name]
+
+
+async def test_contact_listings_send_what_the_sdk_would_send(fake: FakeTime) -> None:
+    """``GET /contacts`` goes past the SDK's decoding, not past its request building."""
+    requests: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return httpx.Response(200, json={"contacts": [contact_json(3)], "count": 1})
+
+    since = datetime(2026, 1, 2, 3, 4, 5, 6000, tzinfo=UTC)
+    async with make_client(httpx.MockTransport(handler), fake) as client:
+        got = await client.get_contacts_by_ids([3, 4])
+        await client.sdk.contacts.with_raw_response.get_contacts(ids=[3, 4], limit=2)
+        listed = [c async for c in client.iter_contacts(modified_since=since, overlap=False)]
+        await client.sdk.contacts.with_raw_response.get_contacts(
+            limit=1000, offset=0, sort="asc", modified_since=brevo_time(since)
+        )
+    assert [c.id for c in got] == [c.id for c in listed] == [3]
+    for ours, sdk in (requests[0:2], requests[2:4]):
+        assert (ours.method, ours.url.path) == (sdk.method, sdk.url.path)
+        assert sorted(ours.url.params.multi_items()) == sorted(sdk.url.params.multi_items())
+        assert ours.headers["api-key"] == sdk.headers["api-key"]
+
+
 async def test_wait_for_import_respects_its_polling_budget(fake: FakeTime) -> None:
     polls: list[str] = []
 

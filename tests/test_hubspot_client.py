@@ -1139,3 +1139,79 @@ async def test_sandbox_probe_write_scope(sandbox: Sandbox) -> None:
     async with sandbox.client() as hs:
         assert await hs.probe_write_scope("contacts") is False
     assert len(sandbox.state.store("contacts")) == 0
+
+
+# --- chunks in flight ------------------------------------------------------------------------
+
+
+class Overlapping(httpx.AsyncBaseTransport):
+    """Answers batch calls, the first call last: counts the calls in flight at once."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.peak = 0
+        self.sent: list[list[str]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        ids = [str(i["id"]) for i in json.loads(request.content)["inputs"]]
+        first = not self.sent
+        self.sent.append(ids)
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        for _ in range(500 if first else 1):  # the first answers once another call came in
+            if not first or len(self.sent) > 1:
+                break
+            await asyncio.sleep(0)
+        self.in_flight -= 1
+        return reply(200, {"results": [obj(int(i)) for i in ids if i.isdigit()]})
+
+
+async def test_batch_read_keeps_two_chunks_in_flight_and_the_results_in_order(
+    fake: FakeTime,
+) -> None:
+    transport = Overlapping()
+    ids = [str(i) for i in range(1, 351)]
+    async with make_client(transport, fake) as hs:
+        res = await hs.batch_read("contacts", ids, ["email"])
+    assert [len(c) for c in transport.sent] == [100, 100, 100, 50]
+    assert transport.peak == 2
+    assert [r.id for r in res.results] == ids
+
+
+async def test_upsert_with_a_repeated_email_sends_its_chunks_one_at_a_time(
+    fake: FakeTime,
+) -> None:
+    transport = Overlapping()
+    rows = [{"email": f"u{i}@x.io"} for i in range(150)] + [{"email": "U3@x.io"}]
+    async with make_client(transport, fake) as hs:
+        await hs.batch_upsert("contacts", rows)
+    assert [len(c) for c in transport.sent] == [100, 51]
+    assert transport.peak == 1  # the second write of u3 must follow the first
+
+    distinct = Overlapping()
+    async with make_client(distinct, fake) as hs:
+        await hs.batch_upsert("contacts", [{"email": f"u{i}@x.io"} for i in range(250)])
+    assert distinct.peak == 2
+
+
+async def test_chunks_in_flight_stop_starting_after_a_failure() -> None:
+    from connector.hubspot.client import _in_order
+
+    started: list[int] = []
+
+    def call(i: int) -> Callable[[], Any]:
+        async def run() -> int:
+            started.append(i)
+            await asyncio.sleep(0)
+            if i == 1:
+                raise ServerError("boom", system="hubspot", endpoint="POST /x")
+            return i
+
+        return run
+
+    with pytest.raises(ServerError):
+        await _in_order([call(i) for i in range(6)], 2)
+    assert started[:2] == [0, 1] and set(started) <= {0, 1, 2}  # none after the failure
+
+    started.clear()
+    assert await _in_order([call(i) for i in (0, 2, 3)], 2) == [0, 2, 3]

@@ -65,6 +65,7 @@ def test_an_e164_number_normalises_to_itself_from_either_side(
         assert phonenumbers.is_valid_number(phonenumbers.parse(result, region))
         assert _parse_e164(result, False, region) == result
         assert _parse_e164(result, True, region) == result
+        assert _parse_e164(result[1:], True, region) == result  # as Brevo answers it
 
 
 def test_a_remembered_phone_number_gives_the_same_answer_and_the_same_error() -> None:
@@ -74,3 +75,18 @@ def test_a_remembered_phone_number_gives_the_same_answer_and_the_same_error() ->
         assert phone.normalise("+33612345678", "brevo") == "+33612345678"
         with pytest.raises(InvalidValue):
             phone.normalise("12", "hubspot")
+
+
+def test_the_remembered_numbers_keep_the_newest_when_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    from connector import transforms
+
+    monkeypatch.setattr(transforms, "_E164_SEEN", {})
+    monkeypatch.setattr(transforms, "_E164_KEPT", 8)
+    phone = PhoneE164("FR")
+    for n in range(10):
+        phone.normalise(f"06 12 34 56 {n:02d}", "hubspot")
+    seen = transforms._E164_SEEN
+    assert len(seen) <= 8
+    assert seen["3361234560" + "9", True, "FR"] == "+33612345609"  # the newest kept
+    assert ("06 12 34 56 00", False, "FR") not in seen  # the oldest dropped
+    assert phone.normalise("33612345609", "brevo") == "+33612345609"

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import httpx
 import structlog
@@ -70,6 +70,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 SYSTEM = "hubspot"
+_T = TypeVar("_T")
 BATCH_LIMIT = 100
 """Inputs per batch call (API_NOTES_HUBSPOT §1.5: no maxItems in the spec; 100 everywhere)."""
 SEARCH_CAP = 10_000
@@ -200,6 +201,51 @@ def _chunks(items: Sequence[_Input], size: int) -> list[list[_Input]]:
         while first_open < len(chunks) and len(chunks[first_open]) >= size:
             first_open += 1
     return chunks
+
+
+BATCH_IN_FLIGHT = 2
+"""Chunks of one batch read, update or upsert in flight at once (their keys all distinct): the
+next chunk goes while HubSpot answers one and we read the answer of another, instead of the
+three taking turns. Creates (not idempotent) and calls whose keys repeat go one at a time."""
+
+
+def _distinct_keys(items: Sequence[_Input]) -> bool:
+    keys = [(i.id or "").strip().lower() for i in items if i.id]
+    return len(set(keys)) == len(keys)
+
+
+async def _in_order(calls: Sequence[Callable[[], Awaitable[_T]]], limit: int) -> list[_T]:
+    """The calls' results in order, at most ``limit`` running at once, started in order.
+
+    After a failure no further call starts; those already running finish (their writes are
+    not cut off halfway), then the first failure is raised — as one at a time, where the
+    calls after a failure are not sent.
+    """
+    if limit <= 1 or len(calls) <= 1:
+        return [await c() for c in calls]
+    gate = asyncio.Semaphore(limit)
+    failed: list[BaseException] = []
+
+    async def run(call: Callable[[], Awaitable[_T]]) -> _T | None:
+        async with gate:
+            if failed:
+                return None
+            try:
+                return await call()
+            except BaseException as e:
+                failed.append(e)
+                raise
+
+    outcomes = await asyncio.gather(*(run(c) for c in calls), return_exceptions=True)
+    if failed:
+        raise failed[0]
+    results: list[_T] = []
+    for o in outcomes:
+        if isinstance(o, BaseException):  # pragma: no cover - recorded in failed first
+            raise o
+        assert o is not None
+        results.append(o)
+    return results
 
 
 def _record_error(item: _Input | None, body: ErrorBody, status: int | None) -> RecordError:
@@ -636,18 +682,27 @@ class HubSpotClient:
             for i, v in enumerate(ids)
         ]
         route = self.paths.batch(object_type, "read")
+        params = {"archived": "true"} if archived else None
+
+        def read(chunk: list[_Input]) -> Callable[[], Awaitable[BatchResult]]:
+            async def call() -> BatchResult:
+                body: dict[str, Any] = {
+                    "inputs": [c.payload for c in chunk],
+                    "properties": list(properties),
+                    "propertiesWithHistory": [],
+                }
+                if id_property:
+                    body["idProperty"] = id_property
+                data = await self._request("POST", route, json=body, params=params, idempotent=True)
+                return self._batch_result(data or {}, chunk, id_property=id_property)
+
+            return call
+
         result = BatchResult()
-        for chunk in _chunks(items, BATCH_LIMIT):
-            body: dict[str, Any] = {
-                "inputs": [c.payload for c in chunk],
-                "properties": list(properties),
-                "propertiesWithHistory": [],
-            }
-            if id_property:
-                body["idProperty"] = id_property
-            params = {"archived": "true"} if archived else None
-            data = await self._request("POST", route, json=body, params=params, idempotent=True)
-            result.extend(self._batch_result(data or {}, chunk, id_property=id_property))
+        for part in await _in_order(
+            [read(c) for c in _chunks(items, BATCH_LIMIT)], BATCH_IN_FLIGHT
+        ):
+            result.extend(part)
         return result
 
     async def batch_create(
@@ -709,9 +764,14 @@ class HubSpotClient:
         self, object_type: str, action: str, items: list[_Input], *, idempotent: bool
     ) -> BatchResult:
         route = self.paths.batch(object_type, action)
+        limit = BATCH_IN_FLIGHT if idempotent and _distinct_keys(items) else 1
+
+        def write(chunk: list[_Input]) -> Callable[[], Awaitable[BatchResult]]:
+            return lambda: self._write_chunk(route, chunk, idempotent=idempotent)
+
         result = BatchResult()
-        for chunk in _chunks(items, BATCH_LIMIT):
-            result.extend(await self._write_chunk(route, chunk, idempotent=idempotent))
+        for part in await _in_order([write(c) for c in _chunks(items, BATCH_LIMIT)], limit):
+            result.extend(part)
         if result.errors:
             log.info(
                 "hubspot.batch_partial",

@@ -58,6 +58,8 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
+        if value.tzinfo is UTC:  # the usual case (utcnow, parsed API times): no conversion
+            return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError(f"naive datetime {value.isoformat()} given; use an aware UTC time")
         value = value.astimezone(UTC)
