@@ -36,18 +36,20 @@ Every job run:
 A failing job is logged and recorded; it never stops the daemon. :meth:`Daemon.stop` (SIGTERM,
 SIGINT) lets the batch in flight finish (the pull checks ``stop`` between batches), waits at
 most ``stop_grace`` seconds, cancels what is left (its run is recorded ``interrupted``; the
-cursors were committed batch by batch, so nothing is lost), releases its leases and returns.
+cursors were committed batch by batch, so nothing is lost), releases its leases — and those a
+dead process of this host left behind (:meth:`Daemon.release_dead_leases`) — and returns.
 
 Webhooks (``webhooks:`` in the config): :meth:`Daemon.run` also serves the intake app
 (:mod:`connector.web`) on ``server.host:server.port`` and runs the inbox worker loop
 (:class:`~connector.worker.InboxWorker`), whose engine passes hold the same per-object lock and
-engine lease as the jobs (:meth:`Daemon.inbox_lease`). The worker's claims on inbox rows last
-``lease_ttl`` and are renewed while a pass runs; the claims of a dead worker become claimable
-again when they expire, or at once when the heartbeat finds their holder was a process of this
-host that died (:meth:`Daemon.reap_dead_claims`, also run at start). On stop the web server
-stops accepting first, then the worker finishes its batch; the inbox is durable, so whatever
-arrived is processed after the restart. :meth:`Daemon.run_once` drains the inbox once after
-the pulls.
+engine lease as the jobs (:meth:`Daemon.inbox_lease`); a pass that comes while a pull runs
+gets a turn between the pull's batches (:meth:`Daemon.let_worker_in`). The worker's claims on
+inbox rows last ``lease_ttl`` and are renewed while a pass runs; the claims of a dead worker
+become claimable again when they expire, or at once when the heartbeat finds their holder was a
+process of this host that died (:meth:`Daemon.reap_dead_claims`, also run at start). On stop
+the web server stops accepting first, then the worker finishes its batch; the inbox is
+durable, so whatever arrived is processed after the restart. :meth:`Daemon.run_once` drains
+the inbox once after the pulls.
 
 Operations: the daemon owns the process's one Prometheus registry (:attr:`Daemon.metrics`,
 :mod:`connector.metrics`), shared by the web app's ``/metrics``, both API clients and the
