@@ -423,6 +423,32 @@ async def test_an_inbox_pass_waiting_for_the_lock_takes_the_turn_of_the_pull_tha
         assert order == ["pull batch 1", "webhook pass", "pull batch 2"]
 
 
+async def test_an_inbox_pass_sees_a_pull_that_takes_guests_in_the_step_it_began_to_wait(
+    migrated_url: str,
+) -> None:
+    """The pull (holding the lock) starts taking guests before the waiting pass was even
+    scheduled again: the pass still gets its turn at the pull's next batch boundary, not after
+    the pull."""
+    order: list[str] = []
+    async with daemon(migrated_url, FakeWork()) as d:
+        lock = d._locks["contacts"]
+        await lock.acquire()  # the pull's job took the lock; it takes its leases meanwhile
+
+        async def webhook_pass() -> None:
+            async with d.inbox_lease("contacts"):
+                order.append("webhook pass")
+
+        waiting = asyncio.create_task(webhook_pass())
+        await asyncio.sleep(0)  # the pass waits for the lock (or a turn) now
+        async with d._hosting(JobSpec("pull", "contacts", "hubspot")):  # no await before
+            await asyncio.sleep(0.05)
+            await d.let_worker_in("contacts")
+            order.append("pull batch 2")
+        lock.release()
+        await waiting
+    assert order == ["webhook pass", "pull batch 2"]
+
+
 async def test_a_stop_frees_the_leases_of_dead_processes_of_this_host(migrated_url: str) -> None:
     """A daemon killed with SIGKILL left its leases; its successor stops before the jobs that
     would have taken them over ran (they waited for the lock): the stop frees them. A live
