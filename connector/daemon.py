@@ -36,18 +36,20 @@ Every job run:
 A failing job is logged and recorded; it never stops the daemon. :meth:`Daemon.stop` (SIGTERM,
 SIGINT) lets the batch in flight finish (the pull checks ``stop`` between batches), waits at
 most ``stop_grace`` seconds, cancels what is left (its run is recorded ``interrupted``; the
-cursors were committed batch by batch, so nothing is lost), releases its leases and returns.
+cursors were committed batch by batch, so nothing is lost), releases its leases — and those a
+dead process of this host left behind (:meth:`Daemon.release_dead_leases`) — and returns.
 
 Webhooks (``webhooks:`` in the config): :meth:`Daemon.run` also serves the intake app
 (:mod:`connector.web`) on ``server.host:server.port`` and runs the inbox worker loop
 (:class:`~connector.worker.InboxWorker`), whose engine passes hold the same per-object lock and
-engine lease as the jobs (:meth:`Daemon.inbox_lease`). The worker's claims on inbox rows last
-``lease_ttl`` and are renewed while a pass runs; the claims of a dead worker become claimable
-again when they expire, or at once when the heartbeat finds their holder was a process of this
-host that died (:meth:`Daemon.reap_dead_claims`, also run at start). On stop the web server
-stops accepting first, then the worker finishes its batch; the inbox is durable, so whatever
-arrived is processed after the restart. :meth:`Daemon.run_once` drains the inbox once after
-the pulls.
+engine lease as the jobs (:meth:`Daemon.inbox_lease`); a pass that comes while a pull runs
+gets a turn between the pull's batches (:meth:`Daemon.let_worker_in`). The worker's claims on
+inbox rows last ``lease_ttl`` and are renewed while a pass runs; the claims of a dead worker
+become claimable again when they expire, or at once when the heartbeat finds their holder was a
+process of this host that died (:meth:`Daemon.reap_dead_claims`, also run at start). On stop
+the web server stops accepting first, then the worker finishes its batch; the inbox is
+durable, so whatever arrived is processed after the restart. :meth:`Daemon.run_once` drains
+the inbox once after the pulls.
 
 Operations: the daemon owns the process's one Prometheus registry (:attr:`Daemon.metrics`,
 :mod:`connector.metrics`), shared by the web app's ``/metrics``, both API clients and the
@@ -277,6 +279,12 @@ class Daemon:
         self.clock = clock
         self._stopping = asyncio.Event()
         self._locks = {o: asyncio.Lock() for o in self.objects}
+        #: per object type whose pull runs now, the inbox passes waiting for a turn in it
+        #: (see _let_worker_in)
+        self._guests: dict[str, list[tuple[asyncio.Future[bool], asyncio.Future[None]]]] = {}
+        #: per object type, resolved when a pull of it next starts taking guests (a future,
+        #: not an event: a waiter not yet scheduled when it is resolved still sees it)
+        self._hosting_started: dict[str, asyncio.Future[None]] = {}
         self._running: set[asyncio.Task[JobResult]] = set()
         self._pullers: dict[str, object] = {}
         self.scheduler: AsyncIOScheduler | None = None
@@ -336,7 +344,48 @@ class Daemon:
             lookback = timedelta(seconds=self.settings.sync.lookback_seconds)
             puller = Puller(self.runtime.engines[object_type], lookback=lookback)
             self._pullers[object_type] = puller
-        return await puller.pull(system, stop=stop)
+        return await puller.pull(
+            system, stop=stop, between=functools.partial(self.let_worker_in, object_type)
+        )
+
+    @asynccontextmanager
+    async def _hosting(self, spec: JobSpec) -> AsyncIterator[None]:
+        """While a pull runs (its lock held): inbox passes that come for its object type
+        queue for a turn in it (:meth:`let_worker_in`) instead of waiting for the lock."""
+        if spec.kind != "pull":
+            yield
+            return
+        self._guests[spec.object_type] = []
+        started = self._hosting_started.pop(spec.object_type, None)
+        if started is not None and not started.done():
+            started.set_result(None)  # wakes the waiters of now only
+        try:
+            yield
+        finally:
+            for granted, _ in self._guests.pop(spec.object_type, []):
+                if not granted.done():
+                    granted.set_result(False)  # no turn: wait for the lock as usual
+
+    async def let_worker_in(self, object_type: str) -> None:
+        """Between two batches of a pull: the inbox passes waiting for ``object_type`` run
+        now, one after the other, inside the pull's turn — under its lock and its engine
+        lease — instead of after the whole pull (webhooks stay fast while a long pull runs).
+        The pull's next batches are safe from them: records synced meanwhile are read again
+        (the engine's ``read_at``)."""
+        guests = self._guests.get(object_type, [])
+        while guests and not self._stopping.is_set():
+            granted, done = guests.pop(0)
+            if granted.done():  # the waiting pass was cancelled
+                continue
+            granted.set_result(True)
+            cancelled = False
+            while not done.done():  # even if cancelled: the guest runs under our lease
+                try:
+                    await asyncio.shield(done)
+                except asyncio.CancelledError:
+                    cancelled = True
+            if cancelled:
+                raise asyncio.CancelledError
 
     async def _default_reconcile(self, object_type: str) -> Outcome:
         from connector.resync import resync
@@ -370,7 +419,8 @@ class Daemon:
                     )
                     return JobResult(spec, "skipped", error="lease held by another daemon")
                 try:
-                    return await self._leased(spec)
+                    async with self._hosting(spec):
+                        return await self._leased(spec)
                 finally:
                     await self._release(lease_name(spec.object_type))
             finally:
@@ -484,6 +534,28 @@ class Daemon:
             self.log.warning("worker.dead_claims_freed", holders=dead, events=freed)
         return freed
 
+    async def release_dead_leases(self) -> list[str]:
+        """Free the leases still held by dead processes of this host; their names.
+
+        A daemon killed with SIGKILL leaves its leases behind; the next one takes each over
+        when the job that needs it runs. One that stops before that job ran (a stop while the
+        job waited for its object type's lock) frees them on its way out, so that a stopped
+        daemon leaves no lease of this host behind. A dead holder's ``running`` runs are
+        closed by the next holder of the engine lease, as after an expiry.
+        """
+        freed: list[str] = []
+        try:
+            async with self.sessions() as s, s.begin():
+                for name, holder in await leases.holders(s):
+                    if holder_is_dead(holder) and await leases.release(s, name, holder):
+                        freed.append(name)
+        except Exception as e:  # they expire anyway
+            self.log.warning("lease.dead_release_failed", error=scrub(str(e)))
+            return []
+        if freed:
+            self.log.warning("lease.dead_released", leases=freed)
+        return freed
+
     async def _leased(self, spec: JobSpec) -> JobResult:
         started = time.monotonic()
         async with self.sessions() as s, s.begin():
@@ -547,26 +619,77 @@ class Daemon:
     async def inbox_lease(self, object_type: str) -> AsyncIterator[None]:
         """The worker's guard: ``object_type``'s in-process lock and database lease, as a job
         holds them. A job of this daemon is waited for (the claimed events stay claimed, their
-        claims renewed, and go through the moment the job ends: no busy pause); another
-        daemon's lease is :class:`LeaseBusy` at once (the events are handed back)."""
+        claims renewed, and go through the moment the job ends: no busy pause) — a pull's
+        only until its next batch boundary, where the pass runs inside the pull's turn
+        (:meth:`let_worker_in`); another daemon's lease is :class:`LeaseBusy` at once (the
+        events are handed back)."""
         lock = self._locks.setdefault(object_type, asyncio.Lock())
         if self._stopping.is_set():
             raise LeaseBusy("the daemon is stopping")
-        async with lock:
+        while not await self._lock_or_turn(object_type, lock):
+            # a pull of this daemon runs: wait for a turn between its batches
+            guests = self._guests.get(object_type)
+            if guests is None:  # it ended already
+                continue
+            loop = asyncio.get_running_loop()
+            granted: asyncio.Future[bool] = loop.create_future()
+            done: asyncio.Future[None] = loop.create_future()
+            guests.append((granted, done))
+            try:
+                if await granted:  # under the pull's lease: a worker run "running" is dead
+                    await self._close_dead_worker_runs(object_type)
+                    yield
+                    return
+            finally:
+                if not done.done():
+                    done.set_result(None)
+                if not granted.done():
+                    granted.cancel()
+            # that pull ended without a turn for us: the lock, or the next pull's turn
+        try:
             if self._stopping.is_set():
                 raise LeaseBusy("the daemon is stopping")
             async with holding_lease(
                 self.sessions, object_type, self.worker_id, ttl=self.lease_ttl, wait=0
             ):
-                async with self.sessions() as s, s.begin():
-                    closed = await runs.mark_interrupted(
-                        s, self.clock(), kind="worker", object_type=object_type
-                    )
-                if closed:
-                    self.log.warning(
-                        "worker.interrupted_runs_closed", object=object_type, runs=closed
-                    )
+                await self._close_dead_worker_runs(object_type)
                 yield
+        finally:
+            lock.release()
+
+    async def _close_dead_worker_runs(self, object_type: str) -> None:
+        """With the engine lease held: a worker run of ``object_type`` still "running"
+        belongs to a process that died; record it ``interrupted``."""
+        async with self.sessions() as s, s.begin():
+            closed = await runs.mark_interrupted(
+                s, self.clock(), kind="worker", object_type=object_type
+            )
+        if closed:
+            self.log.warning("worker.interrupted_runs_closed", object=object_type, runs=closed)
+
+    async def _lock_or_turn(self, object_type: str, lock: asyncio.Lock) -> bool:
+        """``True`` once the worker holds ``lock``; ``False`` when a pull of this daemon holds
+        it and takes guests (:meth:`let_worker_in`): the worker queues for a turn in it
+        instead, even if that pull started while the worker was waiting for the lock."""
+        if object_type in self._guests and lock.locked():
+            return False
+        host = self._hosting_started.get(object_type)
+        if host is None or host.done():
+            host = self._hosting_started[object_type] = asyncio.get_running_loop().create_future()
+        acquire = asyncio.ensure_future(lock.acquire())
+        either: set[asyncio.Future[Any]] = {acquire, host}
+        try:
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            if acquire.done() and not acquire.cancelled():
+                lock.release()
+            else:
+                acquire.cancel()
+            raise
+        if acquire.done():
+            return True
+        acquire.cancel()  # a cancelled acquire never ends holding the lock
+        return False
 
     async def drain_inbox(self) -> WorkerResult:
         """One pass of the inbox worker; never raises (a broken pass says why in ``error``).
@@ -890,6 +1013,7 @@ class Daemon:
                 await self._heartbeat_task
         for name in sorted(self.owned):  # the next daemon need not wait for them to expire
             await self._release(name)
+        await self.release_dead_leases()
         self.log.info("daemon.stopped")
 
     async def close(self) -> None:

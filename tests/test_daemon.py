@@ -4,7 +4,9 @@ leases shared by several daemons, run records, failures and graceful stops."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import socket
 import sys
 import time
 from collections import Counter
@@ -32,7 +34,7 @@ from connector.config import (
     Settings,
     SyncSettings,
 )
-from connector.daemon import Daemon, JobSpec, lease_name
+from connector.daemon import Daemon, JobResult, JobSpec, lease_name
 from connector.engine import Outcome
 from connector.runtime import Runtime
 from connector.store import leases, runs
@@ -348,3 +350,126 @@ async def test_stop_during_run_once_interrupts_and_returns(migrated_url: str) ->
             ("pull:hubspot:contacts", "interrupted")
         ]  # and the Brevo pull never started
         assert [r[2] for r in await all_runs(d)] == ["interrupted"]
+
+
+async def test_an_inbox_pass_runs_between_a_pulls_batches(migrated_url: str) -> None:
+    """A webhook pass that comes while a pull runs gets a turn at the pull's next batch
+    boundary (under its lock and lease), not after the whole pull; the pull waits for it."""
+    order: list[str] = []
+    entered = asyncio.Event()
+    d_ref: list[Daemon] = []
+
+    async def pull(object_type: str, system: System, stop: Callable[[], bool]) -> Outcome:
+        order.append(f"{system} batch 1")
+        entered.set()
+        await asyncio.sleep(0.05)  # the webhook pass arrives and waits meanwhile
+        await d_ref[0].let_worker_in(object_type)
+        order.append(f"{system} batch 2")
+        return Outcome()
+
+    async def webhook_pass(d: Daemon) -> None:
+        await entered.wait()
+        async with d.inbox_lease("contacts"):
+            order.append("webhook pass")
+            async with d.sessions() as s:  # the pull's engine lease covers it
+                holder = await s.scalar(
+                    sa.select(Lease.holder).where(Lease.name == lease_name("contacts"))
+                )
+            assert holder == d.worker_id
+
+    async with daemon(migrated_url, FakeWork(), pull=pull) as d:
+        d_ref.append(d)
+        results, _ = await asyncio.gather(
+            d.run_job(JobSpec("pull", "contacts", "hubspot")), webhook_pass(d)
+        )
+        assert results.status == "ok"
+        assert order == ["hubspot batch 1", "webhook pass", "hubspot batch 2"]
+        # no pull running: the pass takes the lock and the lease itself, as before
+        async with d.inbox_lease("contacts"):
+            order.append("alone")
+        assert order[-1] == "alone"
+
+
+async def test_an_inbox_pass_waiting_for_the_lock_takes_the_turn_of_the_pull_that_gets_it(
+    migrated_url: str,
+) -> None:
+    """The pass was already waiting (behind a reconciliation) when the pull took the lock:
+    it still runs at the pull's first batch boundary, not after the pull."""
+    order: list[str] = []
+    d_ref: list[Daemon] = []
+
+    async def pull(object_type: str, system: System, stop: Callable[[], bool]) -> Outcome:
+        order.append("pull batch 1")
+        await asyncio.sleep(0.05)
+        await d_ref[0].let_worker_in(object_type)
+        order.append("pull batch 2")
+        return Outcome()
+
+    async def webhook_pass(d: Daemon) -> None:
+        await asyncio.sleep(0.02)  # the reconciliation holds the lock, the pull waits for it
+        async with d.inbox_lease("contacts"):
+            order.append("webhook pass")
+
+    async def pull_job(d: Daemon) -> JobResult:
+        await asyncio.sleep(0.01)
+        return await d.run_job(JobSpec("pull", "contacts", "hubspot"))
+
+    async with daemon(migrated_url, FakeWork(seconds=0.1), pull=pull) as d:
+        d_ref.append(d)
+        first, second, _ = await asyncio.gather(
+            d.run_job(JobSpec("reconcile", "contacts")), pull_job(d), webhook_pass(d)
+        )
+        assert (first.status, second.status) == ("ok", "ok")
+        assert order == ["pull batch 1", "webhook pass", "pull batch 2"]
+
+
+async def test_an_inbox_pass_sees_a_pull_that_takes_guests_in_the_step_it_began_to_wait(
+    migrated_url: str,
+) -> None:
+    """The pull (holding the lock) starts taking guests before the waiting pass was even
+    scheduled again: the pass still gets its turn at the pull's next batch boundary, not after
+    the pull."""
+    order: list[str] = []
+    async with daemon(migrated_url, FakeWork()) as d:
+        lock = d._locks["contacts"]
+        await lock.acquire()  # the pull's job took the lock; it takes its leases meanwhile
+
+        async def webhook_pass() -> None:
+            async with d.inbox_lease("contacts"):
+                order.append("webhook pass")
+
+        waiting = asyncio.create_task(webhook_pass())
+        await asyncio.sleep(0)  # the pass waits for the lock (or a turn) now
+        async with d._hosting(JobSpec("pull", "contacts", "hubspot")):  # no await before
+            await asyncio.sleep(0.05)
+            await d.let_worker_in("contacts")
+            order.append("pull batch 2")
+        lock.release()
+        await waiting
+    assert order == ["webhook pass", "pull batch 2"]
+
+
+async def test_a_stop_frees_the_leases_of_dead_processes_of_this_host(migrated_url: str) -> None:
+    """A daemon killed with SIGKILL left its leases; its successor stops before the jobs that
+    would have taken them over ran (they waited for the lock): the stop frees them. A live
+    process's lease and another host's stay."""
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await proc.wait()
+    host = socket.gethostname()
+    dead = f"{host}:{proc.pid}:dead00"
+    alive = f"{host}:{os.getpid()}:other0"  # this process: alive
+    remote = "elsewhere:1:abcdef"
+    held = {
+        "pull:hubspot:contacts": dead,
+        lease_name("contacts"): dead,
+        "pull:brevo:contacts": remote,
+        "pull:hubspot:deals": alive,
+    }
+    async with daemon(migrated_url, FakeWork()) as d:
+        async with d.sessions() as s, s.begin():
+            for name, holder in held.items():
+                assert await leases.acquire(s, name, holder, timedelta(seconds=60), d.clock())
+        await d.close()
+        async with d.sessions() as s:
+            left = await leases.holders(s)
+    assert left == [("pull:brevo:contacts", remote), ("pull:hubspot:deals", alive)]

@@ -82,8 +82,14 @@ async def current_holder(session: AsyncSession, name: str, now: datetime) -> str
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
+async def holders(session: AsyncSession) -> list[tuple[str, str]]:
+    """Every lease's ``(name, holder)``, expired or not, by name."""
+    rows = await session.execute(sa.select(Lease.name, Lease.holder).order_by(Lease.name))
+    return [(name, holder) for name, holder in rows]
+
+
 def _rowcount(result: Any) -> int:
     return cast(CursorResult[Any], result).rowcount
 
 
-__all__ = ["acquire", "current_holder", "release", "renew", "take_over"]
+__all__ = ["acquire", "current_holder", "holders", "release", "renew", "take_over"]
