@@ -15,6 +15,7 @@ from collections.abc import MutableMapping
 from typing import Any, Literal
 
 import structlog
+from structlog.typing import Processor
 
 from connector.errors import scrub
 
@@ -72,20 +73,39 @@ def configure(
         else structlog.dev.ConsoleRenderer(colors=getattr(out, "isatty", lambda: False)())
     )
     numeric = getattr(logging, level.upper(), logging.INFO)
+    redactors: list[Processor] = [scrub_secrets, EmailRedactor(log_emails)]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
-            scrub_secrets,
-            EmailRedactor(log_emails),
+            *redactors,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(level=max(numeric, logging.WARNING), stream=out, force=True)
+    # Libraries log through the stdlib (apscheduler, uvicorn, alembic, …): their records go
+    # through the same chain — secrets scrubbed, e-mails masked, JSON in the daemon — not raw.
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.contextvars.merge_contextvars,
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                *redactors,
+                renderer,
+            ],
+        )
+    )
+    logging.basicConfig(level=max(numeric, logging.WARNING), handlers=[handler], force=True)
     # httpx logs every request URL at INFO; URLs can carry emails (GET /contacts/{email})
     logging.getLogger("httpx").setLevel(logging.WARNING)
