@@ -21,10 +21,12 @@ Nothing here logs the API key or an email address.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextvars
 import functools
 import json
 import re
+from array import array
 from collections import Counter
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -276,6 +278,37 @@ IDS_PER_CALL = 20
 """``GET /contacts?ids=`` takes at most 20 ids (SDK 5.1.0 get_contacts docstring)."""
 
 
+class SeenIds:
+    """The contact ids a listing has yielded, compactly: ``GET /contacts?sort=asc`` lists by
+    creation, so ids mostly arrive in increasing order and are kept in a sorted ``array`` of
+    8 bytes each (100,000 ids: 0.8 MB, against some 7 MB as a ``set`` of ``int``); the few
+    that arrive out of order (a shifted page read again) go to a small set."""
+
+    def __init__(self) -> None:
+        self._ascending = array("q")
+        self._others: set[int] = set()
+
+    def __contains__(self, contact_id: int) -> bool:
+        if contact_id in self._others:
+            return True
+        k = bisect.bisect_left(self._ascending, contact_id)
+        return k < len(self._ascending) and self._ascending[k] == contact_id
+
+    def __len__(self) -> int:
+        return len(self._ascending) + len(self._others)
+
+    def add(self, contact_id: int) -> bool:
+        """Remember ``contact_id``; whether it was new."""
+        ascending = not self._ascending or contact_id > self._ascending[-1]
+        if ascending and -(2**63) <= contact_id < 2**63:
+            self._ascending.append(contact_id)
+            return True
+        if contact_id in self:
+            return False
+        self._others.add(contact_id)
+        return True
+
+
 class ContactStream:
     """Contacts listed by ``GET /contacts`` (``sort=asc``, offset paging), as an async iterator.
 
@@ -308,7 +341,7 @@ class ContactStream:
         self.high_water_mark: datetime | None = None
         self.pages = 0
         self.shifts = 0
-        self._seen: set[int] = set()
+        self._seen = SeenIds()
         self._missed_inserts = False
         self._gen = self._run()
 
@@ -366,8 +399,7 @@ class ContactStream:
     def _fresh(self, contacts: list[BrevoContact]) -> list[BrevoContact]:
         out = []
         for c in contacts:
-            if c.id not in self._seen:
-                self._seen.add(c.id)
+            if self._seen.add(c.id):
                 out.append(c)
         return out
 
