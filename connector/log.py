@@ -73,15 +73,19 @@ def configure(
         else structlog.dev.ConsoleRenderer(colors=getattr(out, "isatty", lambda: False)())
     )
     numeric = getattr(logging, level.upper(), logging.INFO)
-    redactors: list[Processor] = [scrub_secrets, EmailRedactor(log_emails)]
+    # ours and the libraries' records end the same way: traceback, redaction, rendering
+    finish: list[Processor] = [
+        structlog.processors.format_exc_info,
+        scrub_secrets,
+        EmailRedactor(log_emails),
+        renderer,
+    ]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            *redactors,
-            renderer,
+            *finish,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=out),
@@ -98,12 +102,7 @@ def configure(
                 structlog.stdlib.add_logger_name,
                 structlog.processors.TimeStamper(fmt="iso", utc=True),
             ],
-            processors=[
-                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.processors.format_exc_info,
-                *redactors,
-                renderer,
-            ],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *finish],
         )
     )
     logging.basicConfig(level=max(numeric, logging.WARNING), handlers=[handler], force=True)
